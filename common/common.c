@@ -1,0 +1,107 @@
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void *xmalloc_(size_t n, const char *file, int line) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "%s:%d: out of memory (%zu bytes)\n", file, line, n);
+        abort();
+    }
+    return p;
+}
+
+void *xcalloc_(size_t n, size_t size, const char *file, int line) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) {
+        fprintf(stderr, "%s:%d: out of memory (%zu x %zu bytes)\n", file, line,
+                n, size);
+        abort();
+    }
+    return p;
+}
+
+void *xmalloc_aligned_(size_t n, const char *file, int line) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, n ? (n + 63) / 64 * 64 : 64) != 0) {
+        fprintf(stderr, "%s:%d: out of memory (%zu bytes)\n", file, line, n);
+        abort();
+    }
+    return p;
+}
+
+int errorf(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return -1;
+}
+
+void warnf(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("warning: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int mul_size(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > SIZE_MAX / a) return -1;
+    *out = a * b;
+    return 0;
+}
+
+void tmp_path_for(char *out, size_t cap, const char *path) {
+    snprintf(out, cap, "%s.tmp.%d", path, (int)getpid());
+}
+
+int commit_tmp_file(const char *tmp, const char *path) {
+    int fd = open(tmp, O_RDONLY);
+    if (fd < 0) return errorf("%s: cannot reopen to sync: %s", tmp, strerror(errno));
+    int rc = fsync(fd);
+    close(fd);
+    if (rc != 0) {
+        unlink(tmp);
+        return errorf("%s: fsync failed: %s", path, strerror(errno));
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return errorf("%s: cannot rename temporary file into place: %s", path,
+                      strerror(e));
+    }
+    return 0;
+}
+
+uint64_t fnv1a64(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+void openblas_set_num_threads(int); // from OpenBLAS (not in cblas.h everywhere)
+
+void set_threads(int n) {
+    if (n < 1) n = 1;
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}

@@ -1,0 +1,21 @@
+// image.h: image file I/O through stb (one implementation file, stb_impl.c).
+#pragma once
+#include <stdint.h>
+
+// Decodes a PNG/JPEG/BMP file into 8-bit pixels, HWC interleaved, with
+// `channels` channels (1 grey or 3 RGB; stb converts). Returns NULL and
+// sets *why to a short reason on failure. Free with image_free().
+uint8_t *image_load(const char *path, int channels, int *w, int *h, const char **why);
+void image_free(uint8_t *pixels);
+// Resizes (w, h) to cover size x size on its shorter side, then crops the
+// centre: out (size, size, channels) HWC.
+void image_resize_crop(uint8_t *out, const uint8_t *in, int w, int h,
+                       int channels, int size);
+// Writes an 8-bit HWC PNG atomically. -1 with a message naming the path.
+int png_write(const char *path, const uint8_t *pixels, int w, int h, int channels);
+// Float images (B, C, H, W) in [-1, 1] -> a grid PNG with `cols` columns and
+// a 2-pixel gap; pixels: clamp to [-1, 1], round((x + 1) * 127.5).
+int png_write_grid(const char *path, const float *images, int B, int C, int H,
+                   int W, int cols);
+// One float image (C, H, W) in [-1, 1] -> 8-bit HWC, same pixel rule.
+void image_to_u8(uint8_t *out, const float *img, int C, int H, int W);
