@@ -105,3 +105,23 @@ void set_threads(int n) {
     omp_set_num_threads(n);
     openblas_set_num_threads(n);
 }
+
+#include <signal.h>
+
+static volatile sig_atomic_t g_interrupted = 0;
+
+static void on_signal(int sig) {
+    if (g_interrupted) _exit(128 + sig);
+    g_interrupted = sig;
+}
+
+void interrupt_install(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int interrupted(void) { return g_interrupted != 0; }

@@ -48,3 +48,9 @@ uint64_t fnv1a64(uint64_t h, const void *data, size_t n);
 // Sets both OpenMP's and OpenBLAS's thread count (the OpenMP build of
 // OpenBLAS shares OpenMP's pool, so one setting covers both).
 void set_threads(int n);
+
+// SIGINT/SIGTERM -> a flag the training loops poll between steps, so an
+// interrupt ends with a checkpoint instead of a lost run. A second signal
+// while the first is being handled exits at once (status 130).
+void interrupt_install(void);
+int interrupted(void);
