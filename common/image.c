@@ -1,1 +1,111 @@
-// placeholder: implemented by its module owner
+#include "image.h"
+
+#include <math.h>
+#include <string.h>
+
+#include <stb_image.h>
+#include <stb_image_resize.h>
+#include <stb_image_write.h>
+
+#include "common.h"
+
+uint8_t *image_load(const char *path, int channels, int *w, int *h, const char **why) {
+    CHECK(channels == 1 || channels == 3);
+    int in_ch = 0;
+    // req_comp makes stb do the grey <-> RGB (and alpha dropping) conversion.
+    uint8_t *p = stbi_load(path, w, h, &in_ch, channels);
+    if (!p) {
+        const char *r = stbi_failure_reason();
+        if (why) *why = r ? r : "unknown decoding failure";
+        return NULL;
+    }
+    if (*w <= 0 || *h <= 0) {
+        stbi_image_free(p);
+        if (why) *why = "image has no pixels";
+        return NULL;
+    }
+    return p;
+}
+
+void image_free(uint8_t *pixels) { stbi_image_free(pixels); }
+
+void image_resize_crop(uint8_t *out, const uint8_t *in, int w, int h,
+                       int channels, int size) {
+    CHECK(w > 0 && h > 0 && size > 0);
+    // The shorter side becomes `size`; the longer keeps the aspect ratio and
+    // is rounded, never below `size`, so the crop window always fits.
+    int rw, rh;
+    if (w <= h) {
+        rw = size;
+        rh = (int)llround((double)h * size / w);
+        if (rh < size) rh = size;
+    } else {
+        rh = size;
+        rw = (int)llround((double)w * size / h);
+        if (rw < size) rw = size;
+    }
+    size_t rn;
+    CHECK(mul_size((size_t)rw * (size_t)rh, (size_t)channels, &rn) == 0);
+    const uint8_t *res = in;
+    uint8_t *tmp = NULL;
+    if (rw != w || rh != h) {
+        tmp = xmalloc(rn); // (rh, rw, channels)
+        CHECK(stbir_resize_uint8(in, w, h, 0, tmp, rw, rh, 0, channels) == 1);
+        res = tmp;
+    }
+    int x0 = (rw - size) / 2, y0 = (rh - size) / 2;
+    for (int y = 0; y < size; y++) {
+        memcpy(out + (size_t)y * size * channels,
+               res + ((size_t)(y + y0) * rw + x0) * channels, (size_t)size * channels);
+    }
+    free(tmp);
+}
+
+int png_write(const char *path, const uint8_t *pixels, int w, int h, int channels) {
+    CHECK(w > 0 && h > 0 && channels >= 1 && channels <= 4);
+    char tmp[4096];
+    tmp_path_for(tmp, sizeof tmp, path);
+    // Written beside the target and renamed, so a reader never sees half a PNG.
+    if (!stbi_write_png(tmp, w, h, channels, pixels, w * channels)) {
+        remove(tmp);
+        return errorf("%s: cannot write PNG", path);
+    }
+    return commit_tmp_file(tmp, path);
+}
+
+static uint8_t to_u8(float x) {
+    if (!(x >= -1.0f)) x = -1.0f; // also maps NaN to -1
+    if (x > 1.0f) x = 1.0f;
+    return (uint8_t)lroundf((x + 1.0f) * 127.5f);
+}
+
+void image_to_u8(uint8_t *out, const float *img, int C, int H, int W) {
+    // img (C, H, W) -> out (H, W, C)
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++)
+            for (int c = 0; c < C; c++)
+                out[((size_t)y * W + x) * C + c] = to_u8(img[((size_t)c * H + y) * W + x]);
+}
+
+int png_write_grid(const char *path, const float *images, int B, int C, int H,
+                   int W, int cols) {
+    CHECK(B > 0 && (C == 1 || C == 3) && H > 0 && W > 0);
+    if (cols < 1) cols = 1;
+    if (cols > B) cols = B;
+    const int gap = 2;
+    int rows = (B + cols - 1) / cols;
+    int GW = cols * W + (cols - 1) * gap, GH = rows * H + (rows - 1) * gap;
+    uint8_t *grid = xcalloc((size_t)GW * GH * C, 1); // (GH, GW, C), gaps black
+    uint8_t *one = xmalloc((size_t)H * W * C);      // (H, W, C)
+    for (int b = 0; b < B; b++) {
+        image_to_u8(one, images + (size_t)b * C * H * W, C, H, W);
+        int gx = (b % cols) * (W + gap), gy = (b / cols) * (H + gap);
+        for (int y = 0; y < H; y++)
+            memcpy(grid + ((size_t)(gy + y) * GW + gx) * C, one + (size_t)y * W * C,
+                   (size_t)W * C);
+    }
+    int rc = png_write(path, grid, GW, GH, C);
+    free(one);
+    free(grid);
+    return rc;
+}
