@@ -1,0 +1,96 @@
+#include "toolkit.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+
+int default_threads(void) { return omp_get_num_procs(); }
+
+double vae_psnr(Vae *v, const ImageSet *s, int start, int n) {
+    const VaeConfig *c = &v->cfg;
+    int B = v->max_batch, h = vae_latent_size(c);
+    size_t img = (size_t)c->in_channels * c->image_size * c->image_size;
+    size_t lat = (size_t)c->latent_channels * h * h;
+    float *x = xmalloc(B * img * sizeof(float));      // (B, C, S, S)
+    float *xh = xmalloc(B * img * sizeof(float));     // (B, C, S, S)
+    float *mean = xmalloc(B * lat * sizeof(float));   // (B, Z, h, w)
+    float *logvar = xmalloc(B * lat * sizeof(float)); // (B, Z, h, w)
+    int *idx = xmalloc(B * sizeof(int));
+    double se = 0;
+    for (int i0 = 0; i0 < n; i0 += B) {
+        int b = n - i0 < B ? n - i0 : B;
+        for (int i = 0; i < b; i++) idx[i] = start + i0 + i;
+        imageset_batch(x, s, idx, b, NULL);
+        vae_encode(v, mean, logvar, x, b);
+        vae_decode(v, xh, mean, b);
+        for (size_t j = 0; j < b * img; j++) {
+            float y = xh[j] < -1 ? -1 : xh[j] > 1 ? 1 : xh[j];
+            double d = (double)y - x[j];
+            se += d * d;
+        }
+    }
+    free(x), free(xh), free(mean), free(logvar), free(idx);
+    double mse = se / ((double)n * img);
+    return 10.0 * log10(4.0 / mse);
+}
+
+// "<dir>/<stem>.step<N>.h5" for checkpoint "<dir>/<stem>.h5".
+static void split_path(const char *path, char *dir, size_t dcap, char *stem, size_t scap) {
+    const char *slash = strrchr(path, '/');
+    if (slash) snprintf(dir, dcap, "%.*s", (int)(slash - path), path);
+    else snprintf(dir, dcap, ".");
+    const char *base = slash ? slash + 1 : path;
+    size_t len = strlen(base);
+    if (len > 3 && !strcmp(base + len - 3, ".h5")) len -= 3;
+    snprintf(stem, scap, "%.*s", (int)len, base);
+}
+
+static int cmp_long_desc(const void *a, const void *b) {
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x < y) - (x > y);
+}
+
+void keep_numbered_copy(const char *out, long step, int keep) {
+    if (keep <= 0) return;
+    char dir[4096], stem[1024], name[8192];
+    split_path(out, dir, sizeof dir, stem, sizeof stem);
+    snprintf(name, sizeof name, "%s/%s.step%ld.h5", dir, stem, step);
+    unlink(name);
+    if (link(out, name) != 0) warnf("%s: cannot keep a numbered copy", name);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    long steps[4096];
+    int n = 0;
+    size_t sl = strlen(stem);
+    for (struct dirent *e; (e = readdir(d)) && n < 4096;) {
+        long s;
+        char tail[8];
+        if (!strncmp(e->d_name, stem, sl) &&
+            sscanf(e->d_name + sl, ".step%ld.h%2s", &s, tail) == 2 && !strcmp(tail, "5"))
+            steps[n++] = s;
+    }
+    closedir(d);
+    qsort(steps, n, sizeof *steps, cmp_long_desc);
+    for (int i = keep; i < n; i++) {
+        snprintf(name, sizeof name, "%s/%s.step%ld.h5", dir, stem, steps[i]);
+        unlink(name);
+    }
+}
+
+int resume_conflict_int(const char *ckpt, const char *flag, int given, int64_t stored) {
+    if (given == stored) return 0;
+    return errorf("%s %d contradicts the checkpoint %s (%lld); drop the flag to "
+                  "use the checkpoint's value",
+                  flag, given, ckpt, (long long)stored);
+}
+
+int resume_conflict_float(const char *ckpt, const char *flag, float given, double stored) {
+    if ((float)stored == given) return 0;
+    return errorf("%s %g contradicts the checkpoint %s (%g); drop the flag to "
+                  "use the checkpoint's value",
+                  flag, given, ckpt, stored);
+}

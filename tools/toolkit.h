@@ -1,0 +1,22 @@
+// toolkit.h: pieces the command-line programs share (tools/ only).
+#pragma once
+#include "checkpoint.h"
+#include "imageset.h"
+#include "vae.h"
+
+// Default thread count: all cores the process may use.
+int default_threads(void);
+
+// PSNR = 10 log10(4 / MSE) of decode(posterior mean), clamped to [-1, 1],
+// against items [start, start + n) of s, batched by v->max_batch.
+double vae_psnr(Vae *v, const ImageSet *s, int start, int n);
+
+// After a checkpoint was written to `out` at `step`: with keep > 0, keeps a
+// step-numbered copy "<out minus .h5>.step<N>.h5" (a hard link to the new
+// file, so no second write) and deletes all but the newest `keep` copies.
+void keep_numbered_copy(const char *out, long step, int keep);
+
+// "--flag" given with a value different from the checkpoint's: one message
+// naming both, -1. Used for every model/training setting on --resume.
+int resume_conflict_int(const char *ckpt, const char *flag, int given, int64_t stored);
+int resume_conflict_float(const char *ckpt, const char *flag, float given, double stored);
