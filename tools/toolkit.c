@@ -94,3 +94,23 @@ int resume_conflict_float(const char *ckpt, const char *flag, float given, doubl
                   "use the checkpoint's value",
                   flag, given, ckpt, stored);
 }
+
+void vae_hash_of(char out[17], const Vae *v) { params_hash(out, &v->table, v->params); }
+
+int check_cache_matches_vae(const LatentCache *c, const Vae *v, const char *vae_path) {
+    const VaeConfig *k = &v->cfg;
+    int h = vae_latent_size(k);
+    if (c->Z != k->latent_channels || c->h != h || c->w != h)
+        return errorf("%s: latents are (%d, %d, %d) but the VAE %s makes (%d, %d, %d)",
+                      c->path, c->Z, c->h, c->w, vae_path, k->latent_channels, h, h);
+    if (c->image_size != k->image_size || c->in_channels != k->in_channels)
+        return errorf("%s: encodes %dx%d images with %d channels but the VAE %s is for "
+                      "%dx%d with %d", c->path, c->image_size, c->image_size,
+                      c->in_channels, vae_path, k->image_size, k->image_size, k->in_channels);
+    char hash[17];
+    vae_hash_of(hash, v);
+    if (strcmp(hash, c->vae_hash) != 0)
+        return errorf("%s: made by the VAE with hash %s, but %s has hash %s",
+                      c->path, c->vae_hash, vae_path, hash);
+    return 0;
+}

@@ -20,3 +20,10 @@ void keep_numbered_copy(const char *out, long step, int keep);
 // naming both, -1. Used for every model/training setting on --resume.
 int resume_conflict_int(const char *ckpt, const char *flag, int given, int64_t stored);
 int resume_conflict_float(const char *ckpt, const char *flag, float given, double stored);
+
+#include "latent_cache.h"
+// The cache was made by this VAE: latent shape, image shape and the VAE hash
+// agree. -1 with a message naming both files otherwise.
+int check_cache_matches_vae(const LatentCache *c, const Vae *v, const char *vae_path);
+// Hash of a loaded VAE's parameters (16 hex digits).
+void vae_hash_of(char out[17], const Vae *v);
