@@ -1,0 +1,8 @@
+#!/bin/sh
+# The test command: installs what is missing, builds, runs every test
+# (golden-file layer/model tests, data readers, checkpoints, command-line
+# behaviour on bad input). Exits non-zero if any test fails.
+set -eu
+cd "$(dirname "$0")/.."
+tools/setup.sh
+meson test -C build --print-errorlogs "$@"
