@@ -2,6 +2,8 @@
 
 #include <math.h>
 
+#include "common.h"
+
 void vae_config_to_attrs(const VaeConfig *c, Attrs *a) {
     attrs_set_str(a, "model", "vae-f4c4");
     attrs_set_int(a, "in_channels", c->in_channels);
