@@ -1,1 +1,652 @@
-// placeholder: implemented by its module owner
+// layers.c: the forward/backward kernels declared in layers.h.
+// Large contractions go through cblas_sgemm (OpenMP OpenBLAS: a call outside a
+// parallel region uses every thread, a call inside one runs single-threaded).
+// Everything else is split across threads by independent outputs only, and
+// every reduction runs in a fixed order, so results do not depend on the
+// thread count.
+#include "layers.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "common.h"
+
+// ---------------------------------------------------------------------------
+// im2col / col2im and layout permutes shared by conv2d and conv_transpose2d.
+// The column matrix is (C*k*k, B*OH*OW): row (c, ki, kj), column (b, oh, ow),
+// holding img[b, c, oh*s - p + ki, ow*s - p + kj] (0 in the padding).
+
+// Range [*lo, *hi) of output positions o whose input o*s - p + kk lies in [0, n).
+static void valid_range(int *lo, int *hi, int kk, int s, int p, int n, int on) {
+    // o*s >= p - kk  and  o*s <= n - 1 + p - kk
+    int a = p - kk, l = a <= 0 ? 0 : (a + s - 1) / s;
+    int bnd = n - 1 + p - kk, h = bnd < 0 ? 0 : bnd / s + 1;
+    if (h > on) h = on;
+    if (l > h) l = h;
+    *lo = l;
+    *hi = h;
+}
+
+static void im2col(float *cols, const float *img, int B, int C, int H, int W,
+                   int k, int s, int p, int OH, int OW) {
+    // cols (C*k*k, B*OH*OW), img (B, C, H, W)
+    size_t OHW = (size_t)OH * OW, N = (size_t)B * OHW;
+    int rows = C * k * k;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        int c = r / (k * k), ki = (r / k) % k, kj = r % k;
+        int lo, hi;
+        valid_range(&lo, &hi, kj, s, p, W, OW);
+        float *row = cols + (size_t)r * N;
+        for (int b = 0; b < B; b++) {
+            const float *plane = img + ((size_t)b * C + c) * H * W;
+            for (int oh = 0; oh < OH; oh++) {
+                float *dst = row + b * OHW + (size_t)oh * OW;
+                int ih = oh * s - p + ki;
+                if (ih < 0 || ih >= H) {
+                    memset(dst, 0, (size_t)OW * sizeof(float));
+                    continue;
+                }
+                const float *src = plane + (size_t)ih * W; // input row
+                int sh = kj - p; // ow maps to iw = ow * s + sh
+                for (int ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
+                if (s == 1) {
+                    if (hi > lo)
+                        memcpy(dst + lo, src + lo + sh, (size_t)(hi - lo) * sizeof(float));
+                } else {
+                    for (int ow = lo; ow < hi; ow++) dst[ow] = src[ow * s + sh];
+                }
+                for (int ow = hi; ow < OW; ow++) dst[ow] = 0.0f;
+            }
+        }
+    }
+}
+
+// img (B, C, H, W) += the adjoint of im2col applied to cols (C*k*k, B*OH*OW).
+// One thread per (b, c) plane, so no two threads touch the same element, and
+// each element sums its contributions in the fixed (ki, kj, oh, ow) order.
+static void col2im_add(float *img, const float *cols, int B, int C, int H, int W,
+                       int k, int s, int p, int OH, int OW) {
+    size_t OHW = (size_t)OH * OW, N = (size_t)B * OHW;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int c = 0; c < C; c++) {
+            float *plane = img + ((size_t)b * C + c) * H * W;
+            for (int ki = 0; ki < k; ki++) {
+                for (int kj = 0; kj < k; kj++) {
+                    int lo, hi;
+                    valid_range(&lo, &hi, kj, s, p, W, OW);
+                    const float *row = cols + (size_t)((c * k + ki) * k + kj) * N + b * OHW;
+                    for (int oh = 0; oh < OH; oh++) {
+                        int ih = oh * s - p + ki;
+                        if (ih < 0 || ih >= H) continue;
+                        float *dst = plane + (size_t)ih * W; // input row
+                        const float *src = row + (size_t)oh * OW;
+                        int sh = kj - p;
+                        for (int ow = lo; ow < hi; ow++) dst[ow * s + sh] += src[ow];
+                    }
+                }
+            }
+        }
+    }
+}
+
+// dst (C, B*HW) <- src (B, C, HW)
+static void nchw_to_cn(float *dst, const float *src, int B, int C, int HW) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int c = 0; c < C; c++)
+        for (int b = 0; b < B; b++)
+            memcpy(dst + ((size_t)c * B + b) * HW, src + ((size_t)b * C + c) * HW,
+                   (size_t)HW * sizeof(float));
+}
+
+// dst (B, C, HW) <- (accumulate ? dst : 0) + src (C, B*HW) + bias (C) (bias may be NULL)
+static void cn_to_nchw(float *dst, const float *src, const float *bias, int B, int C,
+                       int HW, int accumulate) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++) {
+        for (int c = 0; c < C; c++) {
+            float *d = dst + ((size_t)b * C + c) * HW;
+            const float *sp = src + ((size_t)c * B + b) * HW;
+            float bv = bias ? bias[c] : 0.0f;
+            if (accumulate) {
+                for (int i = 0; i < HW; i++) d[i] += sp[i] + bv;
+            } else {
+                for (int i = 0; i < HW; i++) d[i] = sp[i] + bv;
+            }
+        }
+    }
+}
+
+// db (C) += sum over b, hw of dout (B, C, HW), in double, fixed order.
+static void bias_backward(float *db, const float *dout, int B, int C, int HW) {
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        double acc = 0.0;
+        for (int b = 0; b < B; b++) {
+            const float *d = dout + ((size_t)b * C + c) * HW;
+            for (int i = 0; i < HW; i++) acc += d[i];
+        }
+        db[c] += (float)acc;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// conv2d
+
+static int conv_out(int n, int k, int s, int p) { return (n + 2 * p - k) / s + 1; }
+
+size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int k, int s, int p) {
+    size_t N = (size_t)B * conv_out(H, k, s, p) * conv_out(W, k, s, p);
+    // cols (C*k*k, N) + GEMM result or permuted dout (OC, N)
+    return ((size_t)C * k * k + OC) * N;
+}
+
+void conv2d_forward(float *out, const float *in, const float *w, const float *b,
+                    int B, int C, int H, int W, int OC, int k, int s, int p,
+                    float *scratch) {
+    int OH = conv_out(H, k, s, p), OW = conv_out(W, k, s, p);
+    size_t OHW = (size_t)OH * OW, HW = (size_t)H * W;
+    if (k == 1 && s == 1 && p == 0) {
+        // 1x1: in_b (C, HW) is already the column matrix; one small GEMM per
+        // item, items split across threads (each GEMM single-threaded).
+#pragma omp parallel for schedule(static)
+        for (int bi = 0; bi < B; bi++) {
+            float *o = out + (size_t)bi * OC * HW; // (OC, HW)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, (int)HW, C,
+                        1.0f, w, C, in + (size_t)bi * C * HW, (int)HW, 0.0f, o, (int)HW);
+            if (b)
+                for (int oc = 0; oc < OC; oc++)
+                    for (size_t i = 0; i < HW; i++) o[oc * HW + i] += b[oc];
+        }
+        return;
+    }
+    int K = C * k * k;
+    size_t N = (size_t)B * OHW;
+    float *cols = scratch;                  // (C*k*k, B*OH*OW)
+    float *res = scratch + (size_t)K * N;   // (OC, B*OH*OW)
+    im2col(cols, in, B, C, H, W, k, s, p, OH, OW);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, (int)N, K,
+                1.0f, w, K, cols, (int)N, 0.0f, res, (int)N);
+    cn_to_nchw(out, res, b, B, OC, (int)OHW, 0);
+}
+
+void conv2d_backward(float *din, float *dw, float *db, const float *dout,
+                     const float *in, const float *w,
+                     int B, int C, int H, int W, int OC, int k, int s, int p,
+                     float *scratch) {
+    int OH = conv_out(H, k, s, p), OW = conv_out(W, k, s, p);
+    size_t OHW = (size_t)OH * OW, N = (size_t)B * OHW;
+    int K = C * k * k;
+    if (db) bias_backward(db, dout, B, OC, (int)OHW);
+    float *cols = scratch;                 // (C*k*k, B*OH*OW)
+    float *doutp = scratch + (size_t)K * N; // (OC, B*OH*OW)
+    nchw_to_cn(doutp, dout, B, OC, (int)OHW);
+    int one = k == 1 && s == 1 && p == 0;
+    if (one) {
+        nchw_to_cn(cols, in, B, C, (int)OHW);
+    } else {
+        im2col(cols, in, B, C, H, W, k, s, p, OH, OW);
+    }
+    // dW (OC, K) += dout_perm (OC, N) x cols^T (N, K)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, K, (int)N,
+                1.0f, doutp, (int)N, cols, (int)N, 1.0f, dw, K);
+    if (!din) return;
+    if (one) {
+        // din_b (C, HW) += W^T (C, OC) x dout_b (OC, HW), items across threads
+#pragma omp parallel for schedule(static)
+        for (int bi = 0; bi < B; bi++)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, (int)OHW, OC,
+                        1.0f, w, C, dout + (size_t)bi * OC * OHW, (int)OHW, 1.0f,
+                        din + (size_t)bi * C * OHW, (int)OHW);
+        return;
+    }
+    // dcols (K, N) = W^T (K, OC) x dout_perm (OC, N), reusing the cols space
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, (int)N, OC,
+                1.0f, w, K, doutp, (int)N, 0.0f, cols, (int)N);
+    col2im_add(din, cols, B, C, H, W, k, s, p, OH, OW);
+}
+
+// ---------------------------------------------------------------------------
+// conv_transpose2d: the adjoint of the conv2d that maps (OC, OH, OW) to
+// (C, H, W) with weight (C, OC, k, k), which is PyTorch's layout as it stands.
+
+static int convt_out(int n, int k, int s, int p) { return (n - 1) * s - 2 * p + k; }
+
+size_t conv_transpose2d_scratch_floats(int B, int C, int H, int W, int OC, int k, int s,
+                                       int p) {
+    (void)s;
+    (void)p;
+    size_t N = (size_t)B * H * W;
+    // cols (OC*k*k, N) + input permuted / input gradient permuted (C, N)
+    return ((size_t)OC * k * k + C) * N;
+}
+
+void conv_transpose2d_forward(float *out, const float *in, const float *w,
+                              const float *b, int B, int C, int H, int W,
+                              int OC, int k, int s, int p, float *scratch) {
+    int OH = convt_out(H, k, s, p), OW = convt_out(W, k, s, p);
+    size_t HW = (size_t)H * W, N = (size_t)B * HW, OHW = (size_t)OH * OW;
+    int M = OC * k * k;
+    float *cols = scratch;                 // (OC*k*k, B*H*W)
+    float *inp = scratch + (size_t)M * N;  // (C, B*H*W)
+    nchw_to_cn(inp, in, B, C, (int)HW);
+    // cols (M, N) = W^T (M, C) x in_perm (C, N)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, (int)N, C,
+                1.0f, w, M, inp, (int)N, 0.0f, cols, (int)N);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int bi = 0; bi < B; bi++) {
+        for (int oc = 0; oc < OC; oc++) {
+            float *o = out + ((size_t)bi * OC + oc) * OHW;
+            float bv = b ? b[oc] : 0.0f;
+            for (size_t i = 0; i < OHW; i++) o[i] = bv;
+        }
+    }
+    col2im_add(out, cols, B, OC, OH, OW, k, s, p, H, W);
+}
+
+void conv_transpose2d_backward(float *din, float *dw, float *db,
+                               const float *dout, const float *in,
+                               const float *w, int B, int C, int H, int W,
+                               int OC, int k, int s, int p, float *scratch) {
+    int OH = convt_out(H, k, s, p), OW = convt_out(W, k, s, p);
+    size_t HW = (size_t)H * W, N = (size_t)B * HW, OHW = (size_t)OH * OW;
+    int M = OC * k * k;
+    if (db) bias_backward(db, dout, B, OC, (int)OHW);
+    float *dcols = scratch;                // (OC*k*k, B*H*W)
+    float *inp = scratch + (size_t)M * N;  // (C, B*H*W)
+    im2col(dcols, dout, B, OC, OH, OW, k, s, p, H, W);
+    nchw_to_cn(inp, in, B, C, (int)HW);
+    // dW (C, M) += in_perm (C, N) x dcols^T (N, M)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, C, M, (int)N,
+                1.0f, inp, (int)N, dcols, (int)N, 1.0f, dw, M);
+    if (!din) return;
+    // din_perm (C, N) = W (C, M) x dcols (M, N), reusing the in_perm space
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, (int)N, M,
+                1.0f, w, M, dcols, (int)N, 0.0f, inp, (int)N);
+    cn_to_nchw(din, inp, NULL, B, C, (int)HW, 1);
+}
+
+// ---------------------------------------------------------------------------
+// linear
+
+void linear_forward(float *out, const float *in, const float *w, const float *b,
+                    int N, int IN, int OUT) {
+    float beta = 0.0f;
+    if (b) {
+        for (int n = 0; n < N; n++) memcpy(out + (size_t)n * OUT, b, (size_t)OUT * sizeof(float));
+        beta = 1.0f;
+    }
+    // out (N, OUT) = in (N, IN) x w^T (IN, OUT) (+ bias)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, IN,
+                1.0f, in, IN, w, IN, beta, out, OUT);
+}
+
+void linear_backward(float *din, float *dw, float *db, const float *dout,
+                     const float *in, const float *w, int N, int IN, int OUT) {
+    if (din) // din (N, IN) += dout (N, OUT) x w (OUT, IN)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IN, OUT,
+                    1.0f, dout, OUT, w, IN, 1.0f, din, IN);
+    // dw (OUT, IN) += dout^T (OUT, N) x in (N, IN)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, N,
+                1.0f, dout, OUT, in, IN, 1.0f, dw, IN);
+    if (db) {
+        for (int o = 0; o < OUT; o++) {
+            double acc = 0.0;
+            for (int n = 0; n < N; n++) acc += dout[(size_t)n * OUT + o];
+            db[o] += (float)acc;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SiLU
+
+void silu_forward(float *out, const float *in, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float x = in[i];
+        out[i] = x / (1.0f + expf(-x));
+    }
+}
+
+void silu_backward(float *din, const float *dout, const float *in, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float x = in[i];
+        float sg = 1.0f / (1.0f + expf(-x));
+        din[i] += dout[i] * sg * (1.0f + x * (1.0f - sg));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// GroupNorm
+
+int groupnorm_groups(int C) {
+    int g = C < 32 ? C : 32;
+    while (g > 1 && C % g) g--;
+    return g;
+}
+
+void groupnorm_forward(float *out, float *mean, float *rstd, const float *in,
+                       const float *w, const float *b, int B, int C, int HW, int G) {
+    int cg = C / G;
+    size_t n = (size_t)cg * HW;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int bi = 0; bi < B; bi++) {
+        for (int g = 0; g < G; g++) {
+            size_t base = ((size_t)bi * C + (size_t)g * cg) * HW; // group's (cg, HW)
+            const float *x = in + base;
+            double sum = 0.0;
+            for (size_t i = 0; i < n; i++) sum += x[i];
+            double mu = sum / (double)n;
+            // two passes: the variance from centred values does not cancel
+            double ss = 0.0;
+            for (size_t i = 0; i < n; i++) {
+                double d = x[i] - mu;
+                ss += d * d;
+            }
+            double rs = 1.0 / sqrt(ss / (double)n + 1e-5);
+            mean[bi * G + g] = (float)mu;
+            rstd[bi * G + g] = (float)rs;
+            float *o = out + base;
+            for (int c = 0; c < cg; c++) {
+                int ch = g * cg + c;
+                // fold normalisation and affine into one scale and shift
+                float sc = (float)(rs * w[ch]);
+                float sh = (float)(b[ch] - mu * rs * w[ch]);
+                for (int i = 0; i < HW; i++) o[c * HW + i] = x[c * HW + i] * sc + sh;
+            }
+        }
+    }
+}
+
+void groupnorm_backward(float *din, float *dw, float *db, const float *dout,
+                        const float *in, const float *mean, const float *rstd,
+                        const float *w, int B, int C, int HW, int G) {
+    int cg = C / G;
+    // weight and bias gradients: one channel per thread, summed over items in order
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        int g = c / cg;
+        double sw = 0.0, sb = 0.0;
+        for (int bi = 0; bi < B; bi++) {
+            const float *x = in + ((size_t)bi * C + c) * HW;
+            const float *d = dout + ((size_t)bi * C + c) * HW;
+            double mu = mean[bi * G + g], rs = rstd[bi * G + g];
+            for (int i = 0; i < HW; i++) {
+                sw += d[i] * ((x[i] - mu) * rs);
+                sb += d[i];
+            }
+        }
+        dw[c] += (float)sw;
+        db[c] += (float)sb;
+    }
+    if (!din) return;
+    size_t n = (size_t)cg * HW;
+    // din = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dout * w
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int bi = 0; bi < B; bi++) {
+        for (int g = 0; g < G; g++) {
+            size_t base = ((size_t)bi * C + (size_t)g * cg) * HW;
+            const float *x = in + base, *d = dout + base;
+            double mu = mean[bi * G + g], rs = rstd[bi * G + g];
+            double s1 = 0.0, s2 = 0.0;
+            for (int c = 0; c < cg; c++) {
+                double wc = w[g * cg + c];
+                for (int i = 0; i < HW; i++) {
+                    double dx = d[c * HW + i] * wc;
+                    s1 += dx;
+                    s2 += dx * ((x[c * HW + i] - mu) * rs);
+                }
+            }
+            double m1 = s1 / (double)n, m2 = s2 / (double)n;
+            float *o = din + base;
+            for (int c = 0; c < cg; c++) {
+                double wc = w[g * cg + c];
+                for (int i = 0; i < HW; i++) {
+                    double xh = (x[c * HW + i] - mu) * rs;
+                    o[c * HW + i] += (float)(rs * (d[c * HW + i] * wc - m1 - xh * m2));
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// nearest upsampling x2
+
+void upsample2x_forward(float *out, const float *in, int B, int C, int H, int W) {
+    int OW = 2 * W;
+#pragma omp parallel for schedule(static)
+    for (int pl = 0; pl < B * C; pl++) {
+        const float *x = in + (size_t)pl * H * W;
+        float *o = out + (size_t)pl * 4 * H * W;
+        for (int i = 0; i < H; i++) {
+            float *r0 = o + (size_t)(2 * i) * OW, *r1 = r0 + OW;
+            for (int j = 0; j < W; j++) {
+                float v = x[i * W + j];
+                r0[2 * j] = r0[2 * j + 1] = v;
+                r1[2 * j] = r1[2 * j + 1] = v;
+            }
+        }
+    }
+}
+
+void upsample2x_backward(float *din, const float *dout, int B, int C, int H, int W) {
+    int OW = 2 * W;
+#pragma omp parallel for schedule(static)
+    for (int pl = 0; pl < B * C; pl++) {
+        float *dx = din + (size_t)pl * H * W;
+        const float *d = dout + (size_t)pl * 4 * H * W;
+        for (int i = 0; i < H; i++) {
+            const float *r0 = d + (size_t)(2 * i) * OW, *r1 = r0 + OW;
+            for (int j = 0; j < W; j++)
+                dx[i * W + j] += (r0[2 * j] + r0[2 * j + 1]) + (r1[2 * j] + r1[2 * j + 1]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// concatenation on channels
+
+void concat_channels_forward(float *out, const float *a, const float *b,
+                             int B, int Ca, int Cb, int HW) {
+    size_t na = (size_t)Ca * HW, nb = (size_t)Cb * HW;
+    for (int bi = 0; bi < B; bi++) {
+        float *o = out + (size_t)bi * (na + nb);
+        memcpy(o, a + (size_t)bi * na, na * sizeof(float));
+        memcpy(o + na, b + (size_t)bi * nb, nb * sizeof(float));
+    }
+}
+
+void concat_channels_backward(float *da, float *db, const float *dout,
+                              int B, int Ca, int Cb, int HW) {
+    size_t na = (size_t)Ca * HW, nb = (size_t)Cb * HW;
+#pragma omp parallel for schedule(static)
+    for (int bi = 0; bi < B; bi++) {
+        const float *d = dout + (size_t)bi * (na + nb);
+        if (da) {
+            float *x = da + (size_t)bi * na;
+            for (size_t i = 0; i < na; i++) x[i] += d[i];
+        }
+        if (db) {
+            float *x = db + (size_t)bi * nb;
+            for (size_t i = 0; i < nb; i++) x[i] += d[na + i];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// per-(item, channel) bias over space
+
+void add_channel_bias_forward(float *x, const float *v, int B, int C, int HW) {
+#pragma omp parallel for schedule(static)
+    for (int pl = 0; pl < B * C; pl++) {
+        float *r = x + (size_t)pl * HW;
+        float vv = v[pl];
+        for (int i = 0; i < HW; i++) r[i] += vv;
+    }
+}
+
+void add_channel_bias_backward(float *dv, const float *dx, int B, int C, int HW) {
+#pragma omp parallel for schedule(static)
+    for (int pl = 0; pl < B * C; pl++) {
+        const float *r = dx + (size_t)pl * HW;
+        double acc = 0.0;
+        for (int i = 0; i < HW; i++) acc += r[i];
+        dv[pl] += (float)acc;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// losses. The sums are split into a fixed number of chunks (not one per
+// thread) whose partials are added in order, so they are thread-count invariant.
+
+#define LOSS_CHUNKS 64
+
+double sq_err_forward(const float *a, const float *b, size_t n) {
+    double part[LOSS_CHUNKS];
+    size_t chunk = (n + LOSS_CHUNKS - 1) / LOSS_CHUNKS;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < LOSS_CHUNKS; c++) {
+        size_t lo = (size_t)c * chunk, hi = lo + chunk < n ? lo + chunk : n;
+        double acc = 0.0;
+        for (size_t i = lo; i < hi; i++) {
+            double d = (double)a[i] - (double)b[i];
+            acc += d * d;
+        }
+        part[c] = acc;
+    }
+    double sum = 0.0;
+    for (int c = 0; c < LOSS_CHUNKS; c++) sum += part[c];
+    return sum;
+}
+
+void sq_err_backward(float *da, const float *a, const float *b, size_t n, float scale) {
+    float s2 = 2.0f * scale;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) da[i] += s2 * (a[i] - b[i]);
+}
+
+double gaussian_kl_forward(const float *mean, const float *logvar, size_t n) {
+    double part[LOSS_CHUNKS];
+    size_t chunk = (n + LOSS_CHUNKS - 1) / LOSS_CHUNKS;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < LOSS_CHUNKS; c++) {
+        size_t lo = (size_t)c * chunk, hi = lo + chunk < n ? lo + chunk : n;
+        double acc = 0.0;
+        for (size_t i = lo; i < hi; i++) {
+            double m = mean[i], lv = logvar[i];
+            acc += 0.5 * (m * m + exp(lv) - 1.0 - lv);
+        }
+        part[c] = acc;
+    }
+    double sum = 0.0;
+    for (int c = 0; c < LOSS_CHUNKS; c++) sum += part[c];
+    return sum;
+}
+
+void gaussian_kl_backward(float *dmean, float *dlogvar, const float *mean,
+                          const float *logvar, size_t n, float scale) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        if (dmean) dmean[i] += scale * mean[i];
+        if (dlogvar) dlogvar[i] += scale * 0.5f * (expf(logvar[i]) - 1.0f);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// attention. Per (item, head), with D = C / heads, Q, K, V are (D, T) slices
+// of the channel-major inputs. S (T, T) = Q^T K * scale, P = softmax rows,
+// out (D, T) = V P^T. (item, head) pairs run on separate threads, each doing
+// its own single-threaded GEMMs.
+
+void attention_forward(float *out, float *att, const float *q, const float *k,
+                       const float *v, int B, int C, int T, int heads) {
+    int D = C / heads;
+    float scale = 1.0f / sqrtf((float)D);
+    size_t TT = (size_t)T * T;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int bi = 0; bi < B; bi++) {
+        for (int h = 0; h < heads; h++) {
+            size_t off = ((size_t)bi * C + (size_t)h * D) * T; // (D, T) slice
+            float *P = att + ((size_t)bi * heads + h) * TT;    // (T, T)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, T, D,
+                        scale, q + off, T, k + off, T, 0.0f, P, T);
+            for (int i = 0; i < T; i++) {
+                float *r = P + (size_t)i * T;
+                float mx = r[0];
+                for (int j = 1; j < T; j++) mx = r[j] > mx ? r[j] : mx;
+                double sum = 0.0;
+                for (int j = 0; j < T; j++) {
+                    r[j] = expf(r[j] - mx);
+                    sum += r[j];
+                }
+                float inv = (float)(1.0 / sum);
+                for (int j = 0; j < T; j++) r[j] *= inv;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, D, T, T,
+                        1.0f, v + off, T, P, T, 0.0f, out + off, T);
+        }
+    }
+}
+
+size_t attention_scratch_floats(int B, int C, int T, int heads) {
+    (void)C;
+    return (size_t)B * heads * T * T; // dP / dS (B, heads, T, T)
+}
+
+void attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                        const float *att, const float *q, const float *k,
+                        const float *v, int B, int C, int T, int heads,
+                        float *scratch) {
+    int D = C / heads;
+    float scale = 1.0f / sqrtf((float)D);
+    size_t TT = (size_t)T * T;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int bi = 0; bi < B; bi++) {
+        for (int h = 0; h < heads; h++) {
+            size_t off = ((size_t)bi * C + (size_t)h * D) * T;
+            const float *P = att + ((size_t)bi * heads + h) * TT; // (T, T)
+            float *dS = scratch + ((size_t)bi * heads + h) * TT;  // (T, T)
+            // dV (D, T) += dout (D, T) x P (T, T)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, D, T, T,
+                        1.0f, dout + off, T, P, T, 1.0f, dv + off, T);
+            // dP (T, T) = dout^T (T, D) x V (D, T)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, T, D,
+                        1.0f, dout + off, T, v + off, T, 0.0f, dS, T);
+            // softmax backward: dS = P * (dP - sum_j P dP)
+            for (int i = 0; i < T; i++) {
+                const float *pr = P + (size_t)i * T;
+                float *r = dS + (size_t)i * T;
+                double dot = 0.0;
+                for (int j = 0; j < T; j++) dot += (double)pr[j] * r[j];
+                float fd = (float)dot;
+                for (int j = 0; j < T; j++) r[j] = pr[j] * (r[j] - fd);
+            }
+            // dQ (D, T) += scale * K (D, T) x dS^T (T, T)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, D, T, T,
+                        scale, k + off, T, dS, T, 1.0f, dq + off, T);
+            // dK (D, T) += scale * Q (D, T) x dS (T, T)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, D, T, T,
+                        scale, q + off, T, dS, T, 1.0f, dk + off, T);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// sinusoidal time embedding (computed in double, then rounded once)
+
+void timestep_embedding(float *out, const int *t, int B, int dim) {
+    int half = dim / 2;
+    for (int bi = 0; bi < B; bi++) {
+        for (int i = 0; i < half; i++) {
+            double f = exp(-log(10000.0) * i / half);
+            double a = (double)t[bi] * f;
+            out[(size_t)bi * dim + i] = (float)sin(a);
+            out[(size_t)bi * dim + half + i] = (float)cos(a);
+        }
+    }
+}
