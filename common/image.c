@@ -1,5 +1,6 @@
 #include "image.h"
 
+#include <errno.h>
 #include <math.h>
 #include <string.h>
 
@@ -66,9 +67,11 @@ int png_write(const char *path, const uint8_t *pixels, int w, int h, int channel
     char tmp[4096];
     tmp_path_for(tmp, sizeof tmp, path);
     // Written beside the target and renamed, so a reader never sees half a PNG.
+    errno = 0;
     if (!stbi_write_png(tmp, w, h, channels, pixels, w * channels)) {
+        int e = errno;
         remove(tmp);
-        return errorf("%s: cannot write PNG", path);
+        return errorf("%s: cannot write PNG: %s", path, e ? strerror(e) : "write failed");
     }
     return commit_tmp_file(tmp, path);
 }
