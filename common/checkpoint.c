@@ -1,1 +1,484 @@
-// placeholder: implemented by its module owner
+// checkpoint.c: HDF5 checkpoints (layout in checkpoint.h).
+//
+// Every failure a user's file can cause (missing, not HDF5, truncated, wrong
+// kind, wrong tensor shape or type) is reported with a message naming the
+// file and returns -1; HDF5's own error stack printing is switched off.
+// Files are opened with H5F_CLOSE_STRONG so that closing the file also closes
+// every object still open in it, which keeps the error paths short.
+//
+// Fault injection (for robustness tests): if the environment variable
+// LDM_FAULT_CKPT_ABORT is set to a non-empty value, ckpt_write calls _exit(3)
+// once half of the datasets of the temporary file are written, without
+// closing anything - as if the process had been killed (kill -9) mid-write.
+// The previous checkpoint at the target path must then be intact.
+#include "checkpoint.h"
+
+#include <errno.h>
+#include <hdf5.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common.h"
+
+void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+// ---------------------------------------------------------------- attributes
+
+// The slot for `key` (existing or new), reset to `type`.
+static Attr *attrs_slot(Attrs *a, const char *key, AttrType type) {
+    CHECK(strlen(key) < ATTR_KEY_MAX);
+    Attr *x = (Attr *)attrs_find(a, key);
+    if (!x) {
+        CHECK(a->n < ATTRS_MAX);
+        x = &a->a[a->n++];
+        strcpy(x->key, key);
+    }
+    x->type = type;
+    x->i = 0;
+    x->d = 0.0;
+    x->s[0] = '\0';
+    return x;
+}
+
+void attrs_set_int(Attrs *a, const char *key, int64_t v) {
+    attrs_slot(a, key, ATTR_INT)->i = v;
+}
+
+void attrs_set_double(Attrs *a, const char *key, double v) {
+    attrs_slot(a, key, ATTR_DOUBLE)->d = v;
+}
+
+void attrs_set_str(Attrs *a, const char *key, const char *v) {
+    Attr *x = attrs_slot(a, key, ATTR_STR);
+    // Values can come from the user (e.g. a data path), so an over-long one
+    // is truncated with a warning rather than treated as a bug.
+    if (strlen(v) >= ATTR_STR_MAX)
+        warnf("attribute '%s' truncated to %d characters", key, ATTR_STR_MAX - 1);
+    snprintf(x->s, sizeof x->s, "%s", v);
+}
+
+const Attr *attrs_find(const Attrs *a, const char *key) {
+    for (int i = 0; i < a->n; i++)
+        if (strcmp(a->a[i].key, key) == 0) return &a->a[i];
+    return NULL;
+}
+
+static const Attr *attrs_need(const Attrs *a, const char *path, const char *key) {
+    const Attr *x = attrs_find(a, key);
+    if (!x) errorf("%s: missing attribute '%s'", path, key);
+    return x;
+}
+
+int attrs_get_int(const Attrs *a, const char *path, const char *key, int64_t *v) {
+    const Attr *x = attrs_need(a, path, key);
+    if (!x) return -1;
+    if (x->type != ATTR_INT)
+        return errorf("%s: attribute '%s' is not an integer", path, key);
+    *v = x->i;
+    return 0;
+}
+
+int attrs_get_double(const Attrs *a, const char *path, const char *key, double *v) {
+    const Attr *x = attrs_need(a, path, key);
+    if (!x) return -1;
+    // An integer is a fine double (a file written by Python may say lr=1).
+    if (x->type == ATTR_INT) {
+        *v = (double)x->i;
+        return 0;
+    }
+    if (x->type != ATTR_DOUBLE)
+        return errorf("%s: attribute '%s' is not a number", path, key);
+    *v = x->d;
+    return 0;
+}
+
+int attrs_get_str(const Attrs *a, const char *path, const char *key, char *v, int cap) {
+    const Attr *x = attrs_need(a, path, key);
+    if (!x) return -1;
+    if (x->type != ATTR_STR)
+        return errorf("%s: attribute '%s' is not a string", path, key);
+    if ((int)strlen(x->s) >= cap)
+        return errorf("%s: attribute '%s' is too long (%zu characters, at most %d)",
+                      path, key, strlen(x->s), cap - 1);
+    strcpy(v, x->s);
+    return 0;
+}
+
+// ------------------------------------------------------------------- writing
+
+static hid_t fapl_strong(void) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    CHECK(fapl >= 0);
+    CHECK(H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) >= 0);
+    return fapl;
+}
+
+// One scalar root attribute: int64, float64, or a variable-length UTF-8
+// string (h5py reads these as int, float and str).
+static int write_attr(hid_t file, const Attr *a) {
+    hid_t space = H5Screate(H5S_SCALAR);
+    if (space < 0) return -1;
+    hid_t ftype, mtype;
+    const void *buf;
+    const char *s = a->s;
+    switch (a->type) {
+    case ATTR_INT:
+        ftype = H5Tcopy(H5T_STD_I64LE);
+        mtype = H5Tcopy(H5T_NATIVE_INT64);
+        buf = &a->i;
+        break;
+    case ATTR_DOUBLE:
+        ftype = H5Tcopy(H5T_IEEE_F64LE);
+        mtype = H5Tcopy(H5T_NATIVE_DOUBLE);
+        buf = &a->d;
+        break;
+    default:
+        ftype = H5Tcopy(H5T_C_S1);
+        H5Tset_size(ftype, H5T_VARIABLE);
+        H5Tset_cset(ftype, H5T_CSET_UTF8);
+        mtype = H5Tcopy(ftype);
+        buf = &s;
+        break;
+    }
+    int rc = -1;
+    if (ftype >= 0 && mtype >= 0) {
+        hid_t attr = H5Acreate2(file, a->key, ftype, space, H5P_DEFAULT, H5P_DEFAULT);
+        if (attr >= 0) {
+            if (H5Awrite(attr, mtype, buf) >= 0) rc = 0;
+            if (H5Aclose(attr) < 0) rc = -1;
+        }
+    }
+    if (ftype >= 0) H5Tclose(ftype);
+    if (mtype >= 0) H5Tclose(mtype);
+    H5Sclose(space);
+    return rc;
+}
+
+typedef struct {
+    int written, total; // datasets, for the fault-injection hook
+    int fault;
+} WriteProgress;
+
+static int write_dataset(hid_t group, const ParamInfo *pi, const float *data) {
+    hsize_t dims[PARAM_MAX_DIMS];
+    for (int d = 0; d < pi->ndim; d++) dims[d] = (hsize_t)pi->shape[d];
+    hid_t space = H5Screate_simple(pi->ndim, dims, NULL);
+    if (space < 0) return -1;
+    int rc = -1;
+    hid_t dset = H5Dcreate2(group, pi->name, H5T_IEEE_F32LE, space, H5P_DEFAULT,
+                            H5P_DEFAULT, H5P_DEFAULT);
+    if (dset >= 0) {
+        if (H5Dwrite(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0)
+            rc = 0;
+        if (H5Dclose(dset) < 0) rc = -1;
+    }
+    H5Sclose(space);
+    return rc;
+}
+
+// Creates group `name` (its parent must exist) holding one dataset per table
+// entry, sliced from `buf`.
+static int write_group(hid_t file, const char *name, const ParamTable *t,
+                       const float *buf, WriteProgress *wp) {
+    hid_t g = H5Gcreate2(file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return -1;
+    for (int i = 0; i < t->n; i++) {
+        if (write_dataset(g, &t->info[i], buf + t->info[i].offset) < 0) {
+            H5Gclose(g);
+            return -1;
+        }
+        wp->written++;
+        if (wp->fault && wp->written == (wp->total + 1) / 2) _exit(3);
+    }
+    return H5Gclose(g) < 0 ? -1 : 0;
+}
+
+int ckpt_write(const char *path, const ParamTable *t, CkptBuffers bufs,
+               const Attrs *attrs) {
+    h5_quiet();
+    CHECK(bufs.model != NULL);
+    char tmp[PATH_MAX];
+    tmp_path_for(tmp, sizeof tmp, path);
+    const char *fault = getenv("LDM_FAULT_CKPT_ABORT");
+    WriteProgress wp = {0, 0, fault && fault[0]};
+    wp.total = t->n * (1 + (bufs.m != NULL) + (bufs.v != NULL) + (bufs.ema != NULL));
+
+    hid_t fapl = fapl_strong();
+    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    if (file < 0)
+        return errorf("%s: cannot create checkpoint (temporary file %s)", path, tmp);
+
+    const char *failed = NULL;
+    for (int i = 0; i < attrs->n && !failed; i++)
+        if (write_attr(file, &attrs->a[i]) < 0) failed = "root attributes";
+    if (!failed && write_group(file, "model", t, bufs.model, &wp) < 0)
+        failed = "/model";
+    if (!failed && (bufs.m || bufs.v)) {
+        hid_t g = H5Gcreate2(file, "optim", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (g < 0 || H5Gclose(g) < 0) failed = "/optim";
+    }
+    if (!failed && bufs.m && write_group(file, "optim/m", t, bufs.m, &wp) < 0)
+        failed = "/optim/m";
+    if (!failed && bufs.v && write_group(file, "optim/v", t, bufs.v, &wp) < 0)
+        failed = "/optim/v";
+    if (!failed && bufs.ema && write_group(file, "ema", t, bufs.ema, &wp) < 0)
+        failed = "/ema";
+    // Closing flushes everything; a full disk shows up here.
+    if (H5Fclose(file) < 0 && !failed) failed = "closing the file";
+    if (failed) {
+        unlink(tmp);
+        return errorf("%s: writing the checkpoint failed at %s (disk full or "
+                      "not writable?); the previous file is unchanged", path, failed);
+    }
+    return commit_tmp_file(tmp, path);
+}
+
+// ------------------------------------------------------------------- reading
+
+static hid_t open_ckpt(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        errorf("%s: cannot open checkpoint: %s", path, strerror(errno));
+        return -1;
+    }
+    hid_t fapl = fapl_strong();
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    if (f < 0)
+        errorf("%s: not a readable HDF5 checkpoint (not HDF5, truncated or corrupt)",
+               path);
+    return f;
+}
+
+// 1 if every component of the slash-separated `group` exists and the last
+// one is a group, else 0.
+static int group_exists(hid_t file, const char *group) {
+    char prefix[256];
+    if (strlen(group) >= sizeof prefix) return 0;
+    size_t len = 0;
+    for (const char *p = group;; p++) {
+        if (*p == '/' || *p == '\0') {
+            memcpy(prefix, group, len);
+            prefix[len] = '\0';
+            if (len > 0 && H5Lexists(file, prefix, H5P_DEFAULT) <= 0) return 0;
+            if (*p == '\0') break;
+        }
+        len++;
+    }
+    hid_t g = H5Gopen2(file, group, H5P_DEFAULT);
+    if (g < 0) return 0;
+    H5Gclose(g);
+    return 1;
+}
+
+typedef struct {
+    Attrs *attrs;
+    const char *path;
+} AttrReadCtx;
+
+// Reads one scalar (or 1-element) attribute of integer, float or string
+// class into the Attrs list; other attributes are skipped.
+static int read_attr_value(hid_t a, hid_t type, const char *path, const char *name,
+                           Attrs *attrs) {
+    switch (H5Tget_class(type)) {
+    case H5T_INTEGER: {
+        int64_t v;
+        // Unsigned 64-bit values (e.g. an RNG state written by another tool)
+        // keep their bits rather than being clipped to INT64_MAX.
+        if (H5Tget_sign(type) == H5T_SGN_NONE && H5Tget_size(type) >= 8) {
+            uint64_t u;
+            if (H5Aread(a, H5T_NATIVE_UINT64, &u) < 0) break;
+            v = (int64_t)u;
+        } else if (H5Aread(a, H5T_NATIVE_INT64, &v) < 0) {
+            break;
+        }
+        attrs_set_int(attrs, name, v);
+        return 0;
+    }
+    case H5T_FLOAT: {
+        double v;
+        if (H5Aread(a, H5T_NATIVE_DOUBLE, &v) < 0) break;
+        attrs_set_double(attrs, name, v);
+        return 0;
+    }
+    case H5T_STRING: {
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        if (mt < 0) break;
+        H5Tset_cset(mt, H5Tget_cset(type));
+        int rc = -1;
+        if (H5Tis_variable_str(type) > 0) {
+            char *s = NULL;
+            H5Tset_size(mt, H5T_VARIABLE);
+            if (H5Aread(a, mt, &s) >= 0) {
+                if (!s || strlen(s) < ATTR_STR_MAX) {
+                    attrs_set_str(attrs, name, s ? s : "");
+                    rc = 0;
+                } else {
+                    rc = -2;
+                }
+                if (s) H5free_memory(s);
+            }
+        } else {
+            size_t sz = H5Tget_size(type);
+            char buf[ATTR_STR_MAX];
+            if (sz + 1 > sizeof buf) {
+                rc = -2;
+            } else {
+                H5Tset_size(mt, sz + 1);
+                H5Tset_strpad(mt, H5T_STR_NULLTERM);
+                if (H5Aread(a, mt, buf) >= 0) {
+                    buf[sz] = '\0';
+                    attrs_set_str(attrs, name, buf);
+                    rc = 0;
+                }
+            }
+        }
+        H5Tclose(mt);
+        if (rc == -2)
+            return errorf("%s: attribute '%s' is longer than %d characters", path,
+                          name, ATTR_STR_MAX - 1);
+        if (rc == 0) return 0;
+        break;
+    }
+    default:
+        return 0; // not one of ours
+    }
+    return errorf("%s: cannot read attribute '%s'", path, name);
+}
+
+static herr_t read_attr_cb(hid_t loc, const char *name, const H5A_info_t *info,
+                           void *data) {
+    (void)info;
+    AttrReadCtx *ctx = data;
+    if (strlen(name) >= ATTR_KEY_MAX) return 0; // not one of ours
+    if (ctx->attrs->n == ATTRS_MAX && !attrs_find(ctx->attrs, name)) {
+        errorf("%s: more than %d root attributes", ctx->path, ATTRS_MAX);
+        return -1;
+    }
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0) {
+        errorf("%s: cannot read attribute '%s'", ctx->path, name);
+        return -1;
+    }
+    hid_t space = H5Aget_space(a), type = H5Aget_type(a);
+    int rc = -1;
+    if (space >= 0 && type >= 0) {
+        H5S_class_t sc = H5Sget_simple_extent_type(space);
+        hssize_t npts = H5Sget_simple_extent_npoints(space);
+        if ((sc == H5S_SCALAR || sc == H5S_SIMPLE) && npts == 1)
+            rc = read_attr_value(a, type, ctx->path, name, ctx->attrs);
+        else
+            rc = 0; // arrays are not ours either
+    } else {
+        errorf("%s: cannot read attribute '%s'", ctx->path, name);
+    }
+    if (type >= 0) H5Tclose(type);
+    if (space >= 0) H5Sclose(space);
+    H5Aclose(a);
+    return rc < 0 ? -1 : 0;
+}
+
+int ckpt_read_attrs(const char *path, const char *expected_kind, Attrs *attrs) {
+    h5_quiet();
+    memset(attrs, 0, sizeof *attrs);
+    hid_t f = open_ckpt(path);
+    if (f < 0) return -1;
+    AttrReadCtx ctx = {attrs, path};
+    hsize_t idx = 0;
+    herr_t it = H5Aiterate2(f, H5_INDEX_NAME, H5_ITER_INC, &idx, read_attr_cb, &ctx);
+    H5Fclose(f);
+    // A failing callback has printed its message; a failing iteration
+    // itself (corrupt attribute table) has not.
+    if (it < 0) return errorf("%s: cannot read the checkpoint's attributes", path);
+    const Attr *kind = attrs_find(attrs, "kind");
+    if (!kind || kind->type != ATTR_STR)
+        return errorf("%s: not an ldm.c checkpoint (no 'kind' attribute)", path);
+    if (expected_kind && strcmp(kind->s, expected_kind) != 0)
+        return errorf("%s: is a %s checkpoint, expected a %s checkpoint", path,
+                      kind->s, expected_kind);
+    return 0;
+}
+
+static void format_shape(char *out, size_t cap, int ndim, const hsize_t *dims) {
+    size_t len = (size_t)snprintf(out, cap, "(");
+    for (int d = 0; d < ndim && len < cap; d++)
+        len += (size_t)snprintf(out + len, cap - len, "%s%llu", d ? ", " : "",
+                                (unsigned long long)dims[d]);
+    if (len < cap) snprintf(out + len, cap - len, ")");
+}
+
+// Reads one tensor, checking it is a float dataset of the table's shape.
+static int read_tensor(hid_t g, const char *path, const char *group,
+                       const ParamInfo *pi, float *out) {
+    if (H5Lexists(g, pi->name, H5P_DEFAULT) <= 0)
+        return errorf("%s: tensor %s is missing from /%s", path, pi->name, group);
+    hid_t d = H5Dopen2(g, pi->name, H5P_DEFAULT);
+    if (d < 0)
+        return errorf("%s: /%s/%s is not a readable dataset", path, group, pi->name);
+    int rc = -1;
+    hid_t type = H5Dget_type(d), space = H5Dget_space(d);
+    hsize_t dims[H5S_MAX_RANK], want[PARAM_MAX_DIMS];
+    for (int k = 0; k < pi->ndim; k++) want[k] = (hsize_t)pi->shape[k];
+    int ndim = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
+    char got_s[128], want_s[128];
+    format_shape(want_s, sizeof want_s, pi->ndim, want);
+    if (type < 0 || space < 0 || ndim < 0 ||
+        H5Sget_simple_extent_dims(space, dims, NULL) < 0) {
+        errorf("%s: /%s/%s is not a readable dataset", path, group, pi->name);
+    } else if (H5Tget_class(type) != H5T_FLOAT) {
+        errorf("%s: /%s/%s is not a float tensor (expected float32 %s)", path,
+               group, pi->name, want_s);
+    } else {
+        int same = ndim == pi->ndim;
+        for (int k = 0; same && k < ndim; k++) same = dims[k] == want[k];
+        format_shape(got_s, sizeof got_s, ndim, dims);
+        if (!same)
+            errorf("%s: /%s/%s has shape %s, expected %s (a different model "
+                   "configuration?)", path, group, pi->name, got_s, want_s);
+        else if (H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
+            errorf("%s: cannot read /%s/%s (truncated or corrupt file?)", path,
+                   group, pi->name);
+        else
+            rc = 0;
+    }
+    if (type >= 0) H5Tclose(type);
+    if (space >= 0) H5Sclose(space);
+    H5Dclose(d);
+    return rc;
+}
+
+int ckpt_read_group(const char *path, const ParamTable *t, const char *group,
+                    float *out) {
+    h5_quiet();
+    hid_t f = open_ckpt(path);
+    if (f < 0) return -1;
+    if (!group_exists(f, group)) {
+        H5Fclose(f);
+        return errorf("%s: has no group /%s", path, group);
+    }
+    hid_t g = H5Gopen2(f, group, H5P_DEFAULT);
+    int rc = g < 0 ? errorf("%s: cannot open group /%s", path, group) : 0;
+    for (int i = 0; i < t->n && rc == 0; i++)
+        rc = read_tensor(g, path, group, &t->info[i], out + t->info[i].offset);
+    H5Fclose(f); // strong close: also closes g
+    return rc;
+}
+
+int ckpt_has_group(const char *path, const char *group) {
+    h5_quiet();
+    hid_t f = open_ckpt(path);
+    if (f < 0) return -1;
+    int r = group_exists(f, group);
+    H5Fclose(f);
+    return r;
+}
+
+void params_hash(char out[17], const ParamTable *t, const float *p) {
+    uint64_t h = FNV_OFFSET;
+    for (int i = 0; i < t->n; i++)
+        h = fnv1a64(h, p + t->info[i].offset, t->info[i].size * sizeof(float));
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}

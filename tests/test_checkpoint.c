@@ -1,0 +1,413 @@
+// test_checkpoint.c: checkpoint round trip (bitwise), attributes, and every
+// bad-file case returning -1 with a message naming the file (and the tensor
+// where there is one), never an HDF5 error stack; plus the crash-safety of
+// the atomic write (fault injection: the writer dies mid-write).
+#include <fcntl.h>
+#include <hdf5.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "common.h"
+#include "params.h"
+#include "rng.h"
+#include "testutil.h"
+
+static char dir[64];
+
+static void path_in_dir(char *out, const char *name) {
+    snprintf(out, PATH_MAX, "%s/%s", dir, name);
+}
+
+// ---- stderr capture, to check the messages of failing calls
+static int saved_stderr = -1;
+static char capture_path[PATH_MAX];
+static char captured[8192];
+
+static void capture_begin(void) {
+    fflush(stderr);
+    path_in_dir(capture_path, "stderr.txt");
+    int fd = open(capture_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    CHECK(fd >= 0);
+    saved_stderr = dup(2);
+    dup2(fd, 2);
+    close(fd);
+}
+
+static void capture_end(void) {
+    fflush(stderr);
+    dup2(saved_stderr, 2);
+    close(saved_stderr);
+    FILE *f = fopen(capture_path, "rb");
+    CHECK(f != NULL);
+    size_t n = fread(captured, 1, sizeof captured - 1, f);
+    captured[n] = '\0';
+    fclose(f);
+}
+
+// rc must be -1, and the captured message must contain each non-NULL needle
+// and no HDF5 diagnostic.
+static void expect_error(const char *what, int rc, const char *needle1,
+                         const char *needle2) {
+    int ok = rc == -1 && strstr(captured, "error: ") != NULL &&
+             strstr(captured, "HDF5-DIAG") == NULL &&
+             (!needle1 || strstr(captured, needle1)) &&
+             (!needle2 || strstr(captured, needle2));
+    char label[256];
+    snprintf(label, sizeof label, "%s -> -1 with message", what);
+    check_true(label, ok);
+    // Show the message so a reader of the log sees what users would.
+    printf("     %s", captured[0] ? captured : "(no message)\n");
+}
+
+// ---- the test model
+static void build_table(ParamTable *t, int head_out, int extra) {
+    params_init(t);
+    params_add_conv(t, "encoder.0", 3, 8, 3, 0);
+    params_add_norm(t, "encoder.1", 8);
+    params_add_convT(t, "decoder.0", 8, 3, 4);
+    params_add_linear(t, "head", 32, head_out);
+    if (extra) {
+        int shape[1] = {5};
+        params_add(t, "extra.weight", 1, shape, 0.1f);
+    }
+}
+
+static float *random_buffer(size_t n, uint64_t seed) {
+    float *x = xmalloc(n * sizeof(float));
+    Rng r;
+    rng_init(&r, seed);
+    rng_normal_fill(&r, x, n);
+    return x;
+}
+
+static void make_attrs(Attrs *a) {
+    memset(a, 0, sizeof *a);
+    attrs_set_str(a, "kind", "vae");
+    attrs_set_int(a, "step", 1234);
+    attrs_set_int(a, "rng_counter", (int64_t)0xfedcba9876543210ULL); // negative as int64
+    attrs_set_double(a, "lr", 2e-4);
+    attrs_set_str(a, "data", "data/mnist with spaces, ünïcode");
+    attrs_set_int(a, "step", 1235); // overwrite keeps one entry
+}
+
+static int same_attrs(const Attrs *a, const Attrs *b) {
+    if (a->n != b->n) return 0;
+    for (int i = 0; i < a->n; i++) {
+        const Attr *x = &a->a[i], *y = attrs_find(b, x->key);
+        if (!y || x->type != y->type) return 0;
+        if (x->type == ATTR_INT && x->i != y->i) return 0;
+        if (x->type == ATTR_DOUBLE && memcmp(&x->d, &y->d, sizeof x->d) != 0) return 0;
+        if (x->type == ATTR_STR && strcmp(x->s, y->s) != 0) return 0;
+    }
+    return 1;
+}
+
+static int read_equals(const char *path, const ParamTable *t, const char *group,
+                       const float *want) {
+    float *got = xmalloc(t->total * sizeof(float));
+    memset(got, 0xff, t->total * sizeof(float));
+    int ok = ckpt_read_group(path, t, group, got) == 0 &&
+             memcmp(got, want, t->total * sizeof(float)) == 0;
+    free(got);
+    return ok;
+}
+
+static void copy_prefix(const char *src, const char *dst, double frac) {
+    FILE *f = fopen(src, "rb");
+    CHECK(f != NULL);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    long keep = (long)(n * frac);
+    char *buf = xmalloc((size_t)n);
+    CHECK(fread(buf, 1, (size_t)n, f) == (size_t)n);
+    fclose(f);
+    FILE *g = fopen(dst, "wb");
+    CHECK(g != NULL);
+    CHECK(fwrite(buf, 1, (size_t)keep, g) == (size_t)keep);
+    fclose(g);
+    free(buf);
+}
+
+// Replaces /model/<key> by an int32 dataset of the same shape.
+static void make_int_dataset(const char *path, const ParamTable *t, const char *key) {
+    const ParamInfo *pi = &t->info[params_find(t, key)];
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    CHECK(f >= 0);
+    char name[128];
+    snprintf(name, sizeof name, "model/%s", key);
+    CHECK(H5Ldelete(f, name, H5P_DEFAULT) >= 0);
+    hsize_t dims[PARAM_MAX_DIMS];
+    for (int d = 0; d < pi->ndim; d++) dims[d] = (hsize_t)pi->shape[d];
+    hid_t sp = H5Screate_simple(pi->ndim, dims, NULL);
+    hid_t ds = H5Dcreate2(f, name, H5T_STD_I32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    CHECK(ds >= 0);
+    int *zeros = xcalloc(pi->size, sizeof(int));
+    CHECK(H5Dwrite(ds, H5T_NATIVE_INT, H5S_ALL, H5S_ALL, H5P_DEFAULT, zeros) >= 0);
+    free(zeros);
+    H5Dclose(ds);
+    H5Sclose(sp);
+    CHECK(H5Fclose(f) >= 0);
+}
+
+int main(void) {
+    h5_quiet();
+    snprintf(dir, sizeof dir, "/tmp/ldm_test_ckpt_XXXXXX");
+    CHECK(mkdtemp(dir) != NULL);
+    char good[PATH_MAX], other[PATH_MAX], bad[PATH_MAX];
+    path_in_dir(good, "good.h5");
+
+    ParamTable t;
+    build_table(&t, 10, 0);
+    float *model = random_buffer(t.total, 1), *m = random_buffer(t.total, 2);
+    float *v = random_buffer(t.total, 3), *ema = random_buffer(t.total, 4);
+    Attrs attrs, back;
+    make_attrs(&attrs);
+    check_true("attrs: setting an existing key overwrites it",
+               attrs.n == 5 && attrs_find(&attrs, "step")->i == 1235);
+
+    // ---- round trip
+    CkptBuffers all = {model, m, v, ema};
+    check_true("ckpt_write (model, optim/m, optim/v, ema)",
+               ckpt_write(good, &t, all, &attrs) == 0);
+    char tmp[PATH_MAX];
+    tmp_path_for(tmp, sizeof tmp, good);
+    check_true("no temporary file left behind", access(tmp, F_OK) != 0);
+    check_true("ckpt_read_attrs (expecting vae)", ckpt_read_attrs(good, "vae", &back) == 0);
+    check_true("attributes read back identical (int64, double, utf-8 string)",
+               same_attrs(&attrs, &back));
+    check_true("ckpt_read_attrs (any kind)", ckpt_read_attrs(good, NULL, &back) == 0);
+    check_true("/model bitwise identical", read_equals(good, &t, "model", model));
+    check_true("/optim/m bitwise identical", read_equals(good, &t, "optim/m", m));
+    check_true("/optim/v bitwise identical", read_equals(good, &t, "optim/v", v));
+    check_true("/ema bitwise identical", read_equals(good, &t, "ema", ema));
+    check_true("ckpt_has_group: model, optim, optim/m, optim/v, ema",
+               ckpt_has_group(good, "model") == 1 && ckpt_has_group(good, "optim") == 1 &&
+                   ckpt_has_group(good, "optim/m") == 1 &&
+                   ckpt_has_group(good, "optim/v") == 1 && ckpt_has_group(good, "ema") == 1);
+    check_true("ckpt_has_group: absent group, dataset path -> 0",
+               ckpt_has_group(good, "nothere") == 0 &&
+                   ckpt_has_group(good, "nothere/m") == 0 &&
+                   ckpt_has_group(good, "model/head.weight") == 0);
+
+    // ---- attribute getters
+    int64_t iv;
+    double dv;
+    char sv[64];
+    check_true("attrs_get_int step",
+               attrs_get_int(&back, good, "step", &iv) == 0 && iv == 1235);
+    check_true("attrs_get_int keeps uint64 bits",
+               attrs_get_int(&back, good, "rng_counter", &iv) == 0 &&
+                   (uint64_t)iv == 0xfedcba9876543210ULL);
+    check_true("attrs_get_double lr",
+               attrs_get_double(&back, good, "lr", &dv) == 0 && dv == 2e-4);
+    check_true("attrs_get_double accepts an integer",
+               attrs_get_double(&back, good, "step", &dv) == 0 && dv == 1235.0);
+    check_true("attrs_get_str kind",
+               attrs_get_str(&back, good, "kind", sv, sizeof sv) == 0 &&
+                   strcmp(sv, "vae") == 0);
+    capture_begin();
+    int rc = attrs_get_int(&back, good, "nope", &iv);
+    capture_end();
+    expect_error("attrs_get_int missing key", rc, good, "nope");
+    capture_begin();
+    rc = attrs_get_int(&back, good, "kind", &iv);
+    capture_end();
+    expect_error("attrs_get_int on a string", rc, "kind", NULL);
+    capture_begin();
+    rc = attrs_get_str(&back, good, "data", sv, 8);
+    capture_end();
+    expect_error("attrs_get_str too small a buffer", rc, "data", NULL);
+
+    // ---- optional groups omitted
+    char small[PATH_MAX];
+    path_in_dir(small, "model_only.h5");
+    CkptBuffers only = {model, NULL, NULL, NULL};
+    check_true("ckpt_write model only", ckpt_write(small, &t, only, &attrs) == 0);
+    check_true("model-only file has no optim or ema group",
+               ckpt_has_group(small, "optim") == 0 &&
+                   ckpt_has_group(small, "optim/m") == 0 &&
+                   ckpt_has_group(small, "ema") == 0 &&
+                   read_equals(small, &t, "model", model));
+    float *scratch = xmalloc(t.total * sizeof(float));
+    capture_begin();
+    rc = ckpt_read_group(small, &t, "ema", scratch);
+    capture_end();
+    expect_error("reading an absent group", rc, small, "/ema");
+
+    // ---- hash
+    char h1[17], h2[17], h3[17];
+    params_hash(h1, &t, model);
+    params_hash(h2, &t, model);
+    model[7] = nextafterf(model[7], 1e30f);
+    params_hash(h3, &t, model);
+    model[7] = nextafterf(model[7], -1e30f);
+    printf("     params_hash %s\n", h1);
+    check_true("params_hash: 16 hex digits, stable, changes with one ulp",
+               strlen(h1) == 16 && strspn(h1, "0123456789abcdef") == 16 &&
+                   strcmp(h1, h2) == 0 && strcmp(h1, h3) != 0);
+
+    // ---- bad files
+    capture_begin();
+    rc = ckpt_read_attrs(good, "unet", &back);
+    capture_end();
+    expect_error("kind mismatch", rc, "is a vae checkpoint, expected a unet checkpoint", good);
+
+    path_in_dir(other, "does_not_exist.h5");
+    capture_begin();
+    rc = ckpt_read_attrs(other, "vae", &back);
+    capture_end();
+    expect_error("missing file (read_attrs)", rc, other, NULL);
+    capture_begin();
+    rc = ckpt_read_group(other, &t, "model", scratch);
+    capture_end();
+    expect_error("missing file (read_group)", rc, other, NULL);
+    capture_begin();
+    rc = ckpt_has_group(other, "model");
+    capture_end();
+    expect_error("missing file (has_group)", rc, other, NULL);
+
+    path_in_dir(bad, "truncated.h5");
+    const double fracs[] = {0.5, 0.01, 0.9, 0.999};
+    for (int i = 0; i < 4; i++) {
+        char what[96];
+        copy_prefix(good, bad, fracs[i]);
+        capture_begin();
+        rc = ckpt_read_attrs(bad, "vae", &back);
+        capture_end();
+        snprintf(what, sizeof what, "file truncated to %.1f%% (read_attrs)", 100 * fracs[i]);
+        expect_error(what, rc, bad, "not a readable HDF5");
+        capture_begin();
+        rc = ckpt_read_group(bad, &t, "model", scratch);
+        capture_end();
+        snprintf(what, sizeof what, "file truncated to %.1f%% (read_group)", 100 * fracs[i]);
+        expect_error(what, rc, bad, NULL);
+    }
+
+    path_in_dir(bad, "not_hdf5.h5");
+    FILE *f = fopen(bad, "w");
+    CHECK(f != NULL);
+    fputs("this is not an HDF5 file\n", f);
+    fclose(f);
+    capture_begin();
+    rc = ckpt_read_attrs(bad, NULL, &back);
+    capture_end();
+    expect_error("non-HDF5 file", rc, bad, "not a readable HDF5");
+
+    path_in_dir(bad, "empty.h5");
+    f = fopen(bad, "w");
+    CHECK(f != NULL);
+    fclose(f);
+    capture_begin();
+    rc = ckpt_read_group(bad, &t, "model", scratch);
+    capture_end();
+    expect_error("empty file", rc, bad, NULL);
+
+    // An HDF5 file without our attributes.
+    path_in_dir(bad, "foreign.h5");
+    hid_t hf = H5Fcreate(bad, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    CHECK(hf >= 0 && H5Fclose(hf) >= 0);
+    capture_begin();
+    rc = ckpt_read_attrs(bad, NULL, &back);
+    capture_end();
+    expect_error("HDF5 file without 'kind'", rc, bad, "kind");
+
+    // A different model configuration: one shape changed, one tensor added.
+    ParamTable t2;
+    build_table(&t2, 11, 0);
+    float *scratch2 = xmalloc(t2.total * sizeof(float));
+    capture_begin();
+    rc = ckpt_read_group(good, &t2, "model", scratch2);
+    capture_end();
+    expect_error("changed shape", rc, "head.weight", "(10, 32), expected (11, 32)");
+    free(scratch2);
+    params_free(&t2);
+    build_table(&t2, 10, 1);
+    scratch2 = xmalloc(t2.total * sizeof(float));
+    capture_begin();
+    rc = ckpt_read_group(good, &t2, "model", scratch2);
+    capture_end();
+    expect_error("tensor missing from the file", rc, "extra.weight", good);
+    free(scratch2);
+    params_free(&t2);
+
+    path_in_dir(bad, "int_dataset.h5");
+    CHECK(ckpt_write(bad, &t, all, &attrs) == 0);
+    make_int_dataset(bad, &t, "encoder.0.bias");
+    capture_begin();
+    rc = ckpt_read_group(bad, &t, "model", scratch);
+    capture_end();
+    expect_error("int dataset", rc, "encoder.0.bias", "not a float");
+    check_true("the int dataset only spoils /model",
+               read_equals(bad, &t, "optim/m", m));
+
+    // ---- write failure: directory does not exist
+    path_in_dir(bad, "no/such/dir/ckpt.h5");
+    capture_begin();
+    rc = ckpt_write(bad, &t, all, &attrs);
+    capture_end();
+    expect_error("write into a missing directory", rc, bad, NULL);
+
+    // ---- the writer is killed mid-write: the old checkpoint survives
+    float *model2 = random_buffer(t.total, 99);
+    Attrs attrs2 = attrs;
+    attrs_set_int(&attrs2, "step", 99999);
+    fflush(stdout);
+    pid_t child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        setenv("LDM_FAULT_CKPT_ABORT", "1", 1);
+        CkptBuffers b2 = {model2, m, v, ema};
+        ckpt_write(good, &t, b2, &attrs2);
+        _exit(0); // only reached if the hook did not fire
+    }
+    int status = 0;
+    CHECK(waitpid(child, &status, 0) == child);
+    check_true("fault-injected writer died with status 3 mid-write",
+               WIFEXITED(status) && WEXITSTATUS(status) == 3);
+    char child_tmp[PATH_MAX + 32];
+    snprintf(child_tmp, sizeof child_tmp, "%s.tmp.%d", good, (int)child);
+    struct stat st;
+    check_true("it left a partial temporary file", stat(child_tmp, &st) == 0);
+    capture_begin();
+    rc = ckpt_read_group(child_tmp, &t, "model", scratch);
+    capture_end();
+    expect_error("reading the dead writer's partial file", rc, child_tmp, NULL);
+    unlink(child_tmp);
+    check_true("after the crash: attributes unchanged",
+               ckpt_read_attrs(good, "vae", &back) == 0 && same_attrs(&attrs, &back));
+    check_true("after the crash: all groups bitwise identical",
+               read_equals(good, &t, "model", model) && read_equals(good, &t, "optim/m", m) &&
+                   read_equals(good, &t, "optim/v", v) && read_equals(good, &t, "ema", ema));
+    // And the same write without the fault replaces it.
+    CkptBuffers b2 = {model2, m, v, ema};
+    check_true("a normal overwrite replaces the checkpoint",
+               ckpt_write(good, &t, b2, &attrs2) == 0 &&
+                   read_equals(good, &t, "model", model2) &&
+                   ckpt_read_attrs(good, "vae", &back) == 0 &&
+                   attrs_find(&back, "step")->i == 99999);
+
+    // Keep the directory for manual inspection only on request.
+    if (!getenv("LDM_KEEP_TEST_FILES")) {
+        const char *names[] = {"good.h5", "model_only.h5", "truncated.h5", "not_hdf5.h5",
+                               "empty.h5", "foreign.h5", "int_dataset.h5", "stderr.txt"};
+        for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+            char p[PATH_MAX];
+            path_in_dir(p, names[i]);
+            unlink(p);
+        }
+        rmdir(dir);
+    } else {
+        printf("     test files kept in %s\n", dir);
+    }
+    free(model), free(m), free(v), free(ema), free(model2), free(scratch);
+    params_free(&t);
+    return test_summary("test_checkpoint");
+}
