@@ -295,7 +295,7 @@ static int load_folder(ImageSet *s, const char *dir) {
     if (walk(&l, dir, 0) != 0) return -1;
     // readdir order is filesystem-dependent; sorting makes item i the same
     // file everywhere.
-    qsort(l.v, (size_t)l.n, sizeof(char *), cmp_str);
+    if (l.n > 1) qsort(l.v, (size_t)l.n, sizeof(char *), cmp_str);
     const int S = s->S, C = s->C, nf = l.n;
     const size_t item = (size_t)C * S * S;
     uint8_t *px = xmalloc(nf > 0 ? (size_t)nf * item : 1); // (nf, C, S, S)
