@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "checkpoint.h"
 #include "common.h"
 
 // Chunks of whole items, at most ~1 MiB (HDF5's default chunk cache) and 256
@@ -17,9 +18,6 @@
 #define CHUNK_ITEMS 256
 // Sanity cap on one item's element count (Z * h * w) read from a file.
 #define MAX_ITEM_ELEMS ((int64_t)1 << 28)
-
-// HDF5 prints its own error stack by default; we print our own messages.
-static void quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
 static void close_id(int64_t *id, herr_t (*fn)(hid_t)) {
     if (*id >= 0) fn(*id);
@@ -42,7 +40,7 @@ static hid_t make_dataset(hid_t f, const char *name, hid_t type, int rank,
 int latent_cache_create(LatentCacheWriter *w, const char *path, int N, int Z,
                         int h, int wd, int has_labels) {
     CHECK(N > 0 && Z > 0 && h > 0 && wd > 0);
-    quiet();
+    h5_quiet(); // we print our own messages, not HDF5's error stack
     memset(w, 0, sizeof *w);
     w->h5file = w->dmean = w->dlogvar = w->dlabels = -1;
     w->N = N, w->Z = Z, w->h = h, w->w = wd;
@@ -316,7 +314,7 @@ static int validate(LatentCache *c) {
 }
 
 int latent_cache_open(LatentCache *c, const char *path) {
-    quiet();
+    h5_quiet(); // we print our own messages, not HDF5's error stack
     memset(c, 0, sizeof *c);
     c->h5file = c->dmean = c->dlogvar = c->dlabels = -1;
     snprintf(c->path, sizeof c->path, "%s", path);
