@@ -15,7 +15,7 @@ static void print_help(const char *prog, const Opt *opts, int n, const char *usa
         switch (o->type) {
         case OPT_INT: snprintf(def, sizeof def, " (default %d)", *(int *)o->ptr); break;
         case OPT_LONG: snprintf(def, sizeof def, " (default %ld)", *(long *)o->ptr); break;
-        case OPT_FLOAT: snprintf(def, sizeof def, " (default %g)", *(float *)o->ptr); break;
+        case OPT_FLOAT: snprintf(def, sizeof def, " (default %g)", *(double *)o->ptr); break;
         case OPT_STR:
             if (*(const char **)o->ptr)
                 snprintf(def, sizeof def, " (default %s)", *(const char **)o->ptr);
@@ -64,10 +64,10 @@ int args_parse(int argc, char **argv, Opt *opts, int n, const char *usage) {
             break;
         }
         case OPT_FLOAT: {
-            float x = strtof(v, &end);
+            double x = strtod(v, &end);
             if (errno || *end || end == v)
                 return errorf("%s: %s expects a number, got '%s'", prog, a, v);
-            *(float *)o->ptr = x;
+            *(double *)o->ptr = x;
             break;
         }
         case OPT_STR: *(const char **)o->ptr = v; break;

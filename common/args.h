@@ -6,7 +6,7 @@ typedef enum { OPT_INT, OPT_LONG, OPT_FLOAT, OPT_STR, OPT_FLAG } OptType;
 typedef struct {
     const char *name; // "--batch"
     OptType type;
-    void *ptr;        // int*, long*, float*, const char**, int* (flag: 1 if given)
+    void *ptr;        // int*, long*, double*, const char**, int* (flag: 1 if given)
     const char *help; // one line; the default is printed from *ptr
     int given;        // set by args_parse when the flag was on the command line
 } Opt;

@@ -4,37 +4,24 @@
 #include "optim.h"
 
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
 
 #include "common.h"
 
 // Below this many elements the OpenMP fork/join costs more than the loop.
 #define OMP_MIN_N 16384
 
-// The decimal a float hyperparameter was written as (0.999f -> 0.999).
-// torch keeps betas, lr and eps as Python doubles and forms 1 - beta2 in
-// double; from the float 0.999f that difference would be 1.3e-5 relatively
-// off (0.00099998713), a visibly different second-moment rate. Seven
-// significant digits recover any decimal of up to six digits exactly.
-static double decimal_of(float x) {
-    char buf[32];
-    snprintf(buf, sizeof buf, "%.7g", (double)x);
-    return strtod(buf, NULL);
-}
-
 void adam_update(float *params, const float *grads, float *m, float *v,
                  size_t n, const AdamConfig *c, long step) {
     CHECK(step >= 1);
     // Scalars in double as torch forms them from Python floats, then cast
     // to float as torch's float32 tensor ops do; the elementwise work is float.
-    double lr = decimal_of(c->lr), beta1 = decimal_of(c->beta1);
-    double beta2 = decimal_of(c->beta2), wd = decimal_of(c->weight_decay);
+    // (1 - beta2 formed from a float 0.999f would be 1.3e-5 relatively off.)
+    double lr = c->lr, beta1 = c->beta1, beta2 = c->beta2, wd = c->weight_decay;
     double bc1 = 1.0 - pow(beta1, (double)step);
     double bc2 = 1.0 - pow(beta2, (double)step);
     float step_size = (float)(lr / bc1);
     float bc2_sqrt = (float)sqrt(bc2);
-    float b1 = (float)beta1, b2 = (float)beta2, eps = (float)decimal_of(c->eps);
+    float b1 = (float)beta1, b2 = (float)beta2, eps = (float)c->eps;
     float omb1 = (float)(1.0 - beta1), omb2 = (float)(1.0 - beta2);
     // AdamW shrinks the weights before the moment update; Adam folds the
     // decay into the gradient (L2 regularisation) instead.

@@ -3,8 +3,9 @@
 #pragma once
 #include <stddef.h>
 
+// Hyperparameters in double, as torch keeps them (Python floats).
 typedef struct {
-    float lr, beta1, beta2, eps, weight_decay;
+    double lr, beta1, beta2, eps, weight_decay;
     int decoupled; // 1: AdamW (decay applied to the weights), 0: Adam (L2 in grad)
 } AdamConfig;
 

@@ -55,7 +55,7 @@ static void check_delta(const char *group, int k, const float *p0,
 
 // Adam (decoupled = 0): three steps from param0 with zero moments.
 static void test_adam(const char *group, float wd, size_t n) {
-    AdamConfig c = {.lr = 1e-3f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+    AdamConfig c = {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
                     .weight_decay = wd, .decoupled = 0};
     float *p = load(group, "param0", n);
     float *p0 = load(group, "param0", n);
@@ -76,7 +76,7 @@ static void test_adam(const char *group, float wd, size_t n) {
 
 // AdamW with clipping to norm 1 and an EMA with the warm-up decay.
 static void test_adamw(const char *group, float wd, size_t n) {
-    AdamConfig c = {.lr = 2e-4f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+    AdamConfig c = {.lr = 2e-4, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
                     .weight_decay = wd, .decoupled = 1};
     float *p = load(group, "param0", n);
     float *ema = load(group, "param0", n);
@@ -132,7 +132,7 @@ static void test_threads(void) {
     memcpy(p2, p1, n * sizeof(float));
     memcpy(e1, p1, n * sizeof(float));
     memcpy(e2, p1, n * sizeof(float));
-    AdamConfig c = {.lr = 2e-4f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+    AdamConfig c = {.lr = 2e-4, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
                     .weight_decay = 0.01f, .decoupled = 1};
 
     set_threads(1);

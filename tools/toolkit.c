@@ -88,8 +88,8 @@ int resume_conflict_int(const char *ckpt, const char *flag, int given, int64_t s
                   flag, given, ckpt, (long long)stored);
 }
 
-int resume_conflict_float(const char *ckpt, const char *flag, float given, double stored) {
-    if ((float)stored == given) return 0;
+int resume_conflict_float(const char *ckpt, const char *flag, double given, double stored) {
+    if ((float)stored == (float)given) return 0;
     return errorf("%s %g contradicts the checkpoint %s (%g); drop the flag to "
                   "use the checkpoint's value",
                   flag, given, ckpt, stored);

@@ -19,7 +19,7 @@ void keep_numbered_copy(const char *out, long step, int keep);
 // "--flag" given with a value different from the checkpoint's: one message
 // naming both, -1. Used for every model/training setting on --resume.
 int resume_conflict_int(const char *ckpt, const char *flag, int given, int64_t stored);
-int resume_conflict_float(const char *ckpt, const char *flag, float given, double stored);
+int resume_conflict_float(const char *ckpt, const char *flag, double given, double stored);
 
 #include "latent_cache.h"
 // The cache was made by this VAE: latent shape, image shape and the VAE hash

@@ -24,9 +24,9 @@ typedef struct {
     const char *data, *out;
     long steps;
     int epochs;
-    float minutes;
+    double minutes;
     int batch;
-    float lr, kl_weight;
+    double lr, kl_weight;
     int image_size, channels, base_channels, latent_channels;
     int hflip, resume, seed, threads;
     int ckpt_every, eval_every, keep;
@@ -92,7 +92,7 @@ static int resume_settings(Flags *f, const Opt *o, int no, const Attrs *a, VaeCo
         return -1;
     *c = s;
     f->batch = (int)batch;
-    f->lr = (float)lr;
+    f->lr = lr;
     f->seed = (int)seed;
     f->hflip = (int)hflip;
     // The data set is part of the run: other data would not continue it.
@@ -103,7 +103,7 @@ static int resume_settings(Flags *f, const Opt *o, int no, const Attrs *a, VaeCo
 
 int main(int argc, char **argv) {
     Flags f = {.data = NULL, .out = NULL, .steps = 0, .epochs = 0, .minutes = 0,
-               .batch = 128, .lr = 1e-3f, .kl_weight = 1e-3f, .image_size = 32,
+               .batch = 128, .lr = 1e-3, .kl_weight = 1e-3, .image_size = 32,
                .channels = 1, .base_channels = 32, .latent_channels = 4,
                .hflip = 0, .resume = 0, .seed = 0, .threads = default_threads(),
                .ckpt_every = 500, .eval_every = 200, .keep = 0};
@@ -146,7 +146,7 @@ int main(int argc, char **argv) {
     cfg.image_size = f.image_size;
     cfg.base_channels = f.base_channels;
     cfg.latent_channels = f.latent_channels;
-    cfg.kl_weight = f.kl_weight;
+    cfg.kl_weight = (float)f.kl_weight;
     Attrs ck = {0};
     long step = 0;
     int resuming = 0;
@@ -216,7 +216,7 @@ int main(int argc, char **argv) {
     uint8_t *flip = xcalloc(B, 1);
     int *perm = xmalloc(ntrain * sizeof(int));
     long perm_epoch = -1;
-    AdamConfig adam = {f.lr, 0.9f, 0.999f, 1e-8f, 0.0f, 0};
+    AdamConfig adam = {f.lr, 0.9, 0.999, 1e-8, 0.0, 0};
 
     interrupt_install();
     Progress prog;
