@@ -1,1 +1,706 @@
-// placeholder: implemented by its module owner
+// unet.c: the UNet as a flat list of ops (ResBlock, Attn, Downsample,
+// Upsample, Concat) run forward in order and backward in reverse. Tensors
+// between ops ("stream" tensors) have gradient buffers of their own, so a skip
+// tensor gathers its gradient from both of its consumers (the next down-path
+// op and the up-path concat) before its producer's backward runs.
+#include "unet.h"
+
+#include <string.h>
+
+#include "common.h"
+#include "layers.h"
+
+// ---------------------------------------------------------------------------
+// small helpers
+
+typedef struct {
+    float *base; // NULL while counting
+    size_t used;
+} Carver;
+
+static float *carve(Carver *c, size_t n) {
+    float *p = c->base ? c->base + c->used : NULL;
+    c->used += n;
+    return p;
+}
+
+static void key(char *out, const char *prefix, const char *name) {
+    int n = snprintf(out, PARAM_NAME_MAX, "%s%s%s", prefix, *prefix ? "." : "", name);
+    CHECK(n > 0 && n < PARAM_NAME_MAX);
+}
+
+static void add_inplace(float *x, const float *y, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+static void zero(float *x, size_t n) { memset(x, 0, n * sizeof *x); }
+
+static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
+
+static size_t conv_wsize(int cin, int cout, int k) { return (size_t)cout * cin * k * k; }
+
+// ---------------------------------------------------------------------------
+// UNetConfig
+
+void unet_config_default(UNetConfig *c) {
+    memset(c, 0, sizeof *c);
+    c->latent_channels = 4;
+    c->latent_size = 8;
+    c->base_channels = 64;
+    c->num_levels = 2;
+    c->channel_mult[0] = 1;
+    c->channel_mult[1] = 2;
+    c->num_res_blocks = 2;
+    c->num_attn = 1;
+    c->attn_resolutions[0] = 4;
+    c->num_heads = 1;
+    c->temb_dim = 256;
+    c->time_dim = 64;
+}
+
+int unet_config_check(const UNetConfig *c, const char *what) {
+    if (c->latent_channels < 1 || c->latent_size < 1 || c->base_channels < 1)
+        return errorf("%s: UNet latent channels, latent size and base channels must be positive", what);
+    if (c->num_levels < 1 || c->num_levels > UNET_MAX_LEVELS)
+        return errorf("%s: UNet needs 1 to %d channel multipliers, got %d", what,
+                      UNET_MAX_LEVELS, c->num_levels);
+    if (c->latent_size % (1 << (c->num_levels - 1)) != 0)
+        return errorf("%s: latent size %d is not divisible by 2^%d (one halving per level)",
+                      what, c->latent_size, c->num_levels - 1);
+    if (c->num_res_blocks < 1) return errorf("%s: UNet needs at least one ResBlock a level", what);
+    if (c->num_attn < 0 || c->num_attn > UNET_MAX_LEVELS)
+        return errorf("%s: UNet takes 0 to %d attention resolutions", what, UNET_MAX_LEVELS);
+    if (c->num_heads < 1) return errorf("%s: UNet needs at least one attention head", what);
+    for (int l = 0; l < c->num_levels; l++) {
+        long ch = (long)c->base_channels * c->channel_mult[l];
+        if (c->channel_mult[l] < 1 || ch > 65536)
+            return errorf("%s: bad channel multiplier %d", what, c->channel_mult[l]);
+        if (ch % c->num_heads != 0)
+            return errorf("%s: %ld channels do not split into %d heads", what, ch, c->num_heads);
+    }
+    if (c->temb_dim < 1 || c->time_dim < 2 || c->time_dim % 2 != 0)
+        return errorf("%s: UNet time embedding needs an even time_dim and a positive temb_dim", what);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+// ResBlock
+
+void resblock_params(ResBlock *r, ParamTable *t, const char *prefix, int cin,
+                     int cout, int H, int W, int temb_dim) {
+    char name[PARAM_NAME_MAX];
+    memset(r, 0, sizeof *r);
+    r->cin = cin, r->cout = cout, r->H = H, r->W = W, r->temb_dim = temb_dim;
+    r->g1 = groupnorm_groups(cin);
+    r->g2 = groupnorm_groups(cout);
+    key(name, prefix, "norm1");
+    r->norm1 = params_add_norm(t, name, cin);
+    key(name, prefix, "conv1");
+    r->conv1 = params_add_conv(t, name, cin, cout, 3, 0);
+    key(name, prefix, "temb_proj");
+    r->temb_proj = params_add_linear(t, name, temb_dim, cout);
+    key(name, prefix, "norm2");
+    r->norm2 = params_add_norm(t, name, cout);
+    key(name, prefix, "conv2");
+    r->conv2 = params_add_conv(t, name, cout, cout, 3, 1);
+    if (cin != cout) {
+        key(name, prefix, "skip");
+        r->skip = params_add_conv(t, name, cin, cout, 1, 0);
+    }
+}
+
+size_t resblock_acts_floats(const ResBlock *r, int B) {
+    size_t HW = (size_t)r->H * r->W;
+    return (size_t)B * (2 * r->cin * HW + 2 * r->g1 + 3 * r->cout * HW + r->cout + 2 * r->g2);
+}
+
+void resblock_carve(ResBlock *r, float *acts, int B) {
+    size_t HW = (size_t)r->H * r->W;
+    Carver c = {acts, 0};
+    r->gn1 = carve(&c, (size_t)B * r->cin * HW);
+    r->act1 = carve(&c, (size_t)B * r->cin * HW);
+    r->mean1 = carve(&c, (size_t)B * r->g1);
+    r->rstd1 = carve(&c, (size_t)B * r->g1);
+    r->h1 = carve(&c, (size_t)B * r->cout * HW);
+    r->tproj = carve(&c, (size_t)B * r->cout);
+    r->gn2 = carve(&c, (size_t)B * r->cout * HW);
+    r->act2 = carve(&c, (size_t)B * r->cout * HW);
+    r->mean2 = carve(&c, (size_t)B * r->g2);
+    r->rstd2 = carve(&c, (size_t)B * r->g2);
+    CHECK(c.used == resblock_acts_floats(r, B));
+}
+
+// work: three (B, max(cin, cout), H, W) buffers, then the conv scratch.
+static size_t resblock_buf_floats(const ResBlock *r, int B) {
+    int c = r->cin > r->cout ? r->cin : r->cout;
+    return (size_t)B * c * r->H * r->W;
+}
+
+size_t resblock_work_floats(const ResBlock *r, int B) {
+    size_t s = conv2d_scratch_floats(B, r->cin, r->H, r->W, r->cout, 3, 1, 1);
+    s = max_sz(s, conv2d_scratch_floats(B, r->cout, r->H, r->W, r->cout, 3, 1, 1));
+    s = max_sz(s, conv2d_scratch_floats(B, r->cin, r->H, r->W, r->cout, 1, 1, 0));
+    return 3 * resblock_buf_floats(r, B) + s;
+}
+
+void resblock_forward(ResBlock *r, float *out, const float *x, const float *temb_act,
+                      const float *params, int B, float *work) {
+    const float *P = params;
+    int cin = r->cin, cout = r->cout, H = r->H, W = r->W, HW = H * W;
+    size_t nin = (size_t)B * cin * HW, nout = (size_t)B * cout * HW;
+    float *tmp = work;                                    // (B, cout, H, W)
+    float *scratch = work + 3 * resblock_buf_floats(r, B);
+    groupnorm_forward(r->gn1, r->mean1, r->rstd1, x, P + r->norm1, P + r->norm1 + cin,
+                      B, cin, HW, r->g1);
+    silu_forward(r->act1, r->gn1, nin);
+    conv2d_forward(r->h1, r->act1, P + r->conv1, P + r->conv1 + conv_wsize(cin, cout, 3),
+                   B, cin, H, W, cout, 3, 1, 1, scratch);
+    linear_forward(r->tproj, temb_act, P + r->temb_proj,
+                   P + r->temb_proj + (size_t)cout * r->temb_dim, B, r->temb_dim, cout);
+    add_channel_bias_forward(r->h1, r->tproj, B, cout, HW);
+    groupnorm_forward(r->gn2, r->mean2, r->rstd2, r->h1, P + r->norm2, P + r->norm2 + cout,
+                      B, cout, HW, r->g2);
+    silu_forward(r->act2, r->gn2, nout);
+    conv2d_forward(out, r->act2, P + r->conv2, P + r->conv2 + conv_wsize(cout, cout, 3),
+                   B, cout, H, W, cout, 3, 1, 1, scratch);
+    if (cin != cout) {
+        conv2d_forward(tmp, x, P + r->skip, P + r->skip + conv_wsize(cin, cout, 1),
+                       B, cin, H, W, cout, 1, 1, 0, scratch);
+        add_inplace(out, tmp, nout);
+    } else {
+        add_inplace(out, x, nout);
+    }
+}
+
+void resblock_backward(const ResBlock *r, float *dx, float *dtemb_act, float *grads,
+                       const float *dout, const float *x, const float *temb_act,
+                       const float *params, int B, float *work) {
+    const float *P = params;
+    float *G = grads;
+    int cin = r->cin, cout = r->cout, H = r->H, W = r->W, HW = H * W;
+    size_t nin = (size_t)B * cin * HW, nout = (size_t)B * cout * HW;
+    size_t nb = resblock_buf_floats(r, B);
+    float *w0 = work, *w1 = work + nb, *w2 = work + 2 * nb; // gradient temporaries
+    float *scratch = work + 3 * nb;
+    // residual path
+    if (cin != cout) {
+        size_t ws = conv_wsize(cin, cout, 1);
+        conv2d_backward(dx, G + r->skip, G + r->skip + ws, dout, x, P + r->skip,
+                        B, cin, H, W, cout, 1, 1, 0, scratch);
+    } else {
+        add_inplace(dx, dout, nout);
+    }
+    // conv2 <- SiLU <- GN2
+    size_t ws2 = conv_wsize(cout, cout, 3);
+    zero(w0, nout); // d act2
+    conv2d_backward(w0, G + r->conv2, G + r->conv2 + ws2, dout, r->act2, P + r->conv2,
+                    B, cout, H, W, cout, 3, 1, 1, scratch);
+    zero(w1, nout); // d gn2
+    silu_backward(w1, w0, r->gn2, nout);
+    zero(w2, nout); // d h1
+    groupnorm_backward(w2, G + r->norm2, G + r->norm2 + cout, w1, r->h1, r->mean2, r->rstd2,
+                       P + r->norm2, B, cout, HW, r->g2);
+    // time projection, broadcast over H, W
+    size_t wst = (size_t)cout * r->temb_dim;
+    zero(w0, (size_t)B * cout); // d tproj
+    add_channel_bias_backward(w0, w2, B, cout, HW);
+    linear_backward(dtemb_act, G + r->temb_proj, G + r->temb_proj + wst, w0, temb_act,
+                    P + r->temb_proj, B, r->temb_dim, cout);
+    // conv1 <- SiLU <- GN1
+    size_t ws1 = conv_wsize(cin, cout, 3);
+    zero(w0, nin); // d act1
+    conv2d_backward(w0, G + r->conv1, G + r->conv1 + ws1, w2, r->act1, P + r->conv1,
+                    B, cin, H, W, cout, 3, 1, 1, scratch);
+    zero(w1, nin); // d gn1
+    silu_backward(w1, w0, r->gn1, nin);
+    groupnorm_backward(dx, G + r->norm1, G + r->norm1 + cin, w1, x, r->mean1, r->rstd1,
+                       P + r->norm1, B, cin, HW, r->g1);
+}
+
+// ---------------------------------------------------------------------------
+// AttnBlock
+
+void attnblock_params(AttnBlock *a, ParamTable *t, const char *prefix, int C,
+                      int H, int W, int heads) {
+    char name[PARAM_NAME_MAX];
+    CHECK(heads >= 1 && C % heads == 0);
+    memset(a, 0, sizeof *a);
+    a->C = C, a->H = H, a->W = W, a->heads = heads;
+    a->g = groupnorm_groups(C);
+    key(name, prefix, "norm");
+    a->norm = params_add_norm(t, name, C);
+    key(name, prefix, "q");
+    a->q = params_add_conv(t, name, C, C, 1, 0);
+    key(name, prefix, "k");
+    a->k = params_add_conv(t, name, C, C, 1, 0);
+    key(name, prefix, "v");
+    a->v = params_add_conv(t, name, C, C, 1, 0);
+    key(name, prefix, "proj");
+    a->proj = params_add_conv(t, name, C, C, 1, 1);
+}
+
+size_t attnblock_acts_floats(const AttnBlock *a, int B) {
+    size_t T = (size_t)a->H * a->W;
+    return (size_t)B * (5 * a->C * T + 2 * a->g + a->heads * T * T);
+}
+
+void attnblock_carve(AttnBlock *a, float *acts, int B) {
+    size_t T = (size_t)a->H * a->W, n = (size_t)B * a->C * T;
+    Carver c = {acts, 0};
+    a->gn = carve(&c, n);
+    a->q_ = carve(&c, n);
+    a->k_ = carve(&c, n);
+    a->v_ = carve(&c, n);
+    a->a = carve(&c, n);
+    a->mean = carve(&c, (size_t)B * a->g);
+    a->rstd = carve(&c, (size_t)B * a->g);
+    a->att = carve(&c, (size_t)B * a->heads * T * T);
+    CHECK(c.used == attnblock_acts_floats(a, B));
+}
+
+// work: four (B, C, H, W) buffers, then the conv / attention scratch.
+size_t attnblock_work_floats(const AttnBlock *a, int B) {
+    int T = a->H * a->W;
+    size_t s = max_sz(conv2d_scratch_floats(B, a->C, a->H, a->W, a->C, 1, 1, 0),
+                      attention_scratch_floats(B, a->C, T, a->heads));
+    return 4 * (size_t)B * a->C * T + s;
+}
+
+void attnblock_forward(AttnBlock *a, float *out, const float *x, const float *params,
+                       int B, float *work) {
+    const float *P = params;
+    int C = a->C, H = a->H, W = a->W, T = H * W;
+    size_t ws = conv_wsize(C, C, 1);
+    float *scratch = work + 4 * (size_t)B * C * T;
+    groupnorm_forward(a->gn, a->mean, a->rstd, x, P + a->norm, P + a->norm + C, B, C, T, a->g);
+    conv2d_forward(a->q_, a->gn, P + a->q, P + a->q + ws, B, C, H, W, C, 1, 1, 0, scratch);
+    conv2d_forward(a->k_, a->gn, P + a->k, P + a->k + ws, B, C, H, W, C, 1, 1, 0, scratch);
+    conv2d_forward(a->v_, a->gn, P + a->v, P + a->v + ws, B, C, H, W, C, 1, 1, 0, scratch);
+    attention_forward(a->a, a->att, a->q_, a->k_, a->v_, B, C, T, a->heads);
+    conv2d_forward(out, a->a, P + a->proj, P + a->proj + ws, B, C, H, W, C, 1, 1, 0, scratch);
+    add_inplace(out, x, (size_t)B * C * T);
+}
+
+void attnblock_backward(const AttnBlock *a, float *dx, float *grads, const float *dout,
+                        const float *x, const float *params, int B, float *work) {
+    const float *P = params;
+    float *G = grads;
+    int C = a->C, H = a->H, W = a->W, T = H * W;
+    size_t n = (size_t)B * C * T, ws = conv_wsize(C, C, 1);
+    float *w0 = work, *w1 = work + n, *w2 = work + 2 * n, *w3 = work + 3 * n;
+    float *scratch = work + 4 * n;
+    add_inplace(dx, dout, n); // residual
+    zero(w0, n); // d a
+    conv2d_backward(w0, G + a->proj, G + a->proj + ws, dout, a->a, P + a->proj,
+                    B, C, H, W, C, 1, 1, 0, scratch);
+    zero(w1, n); // d q, d k, d v
+    zero(w2, n);
+    zero(w3, n);
+    attention_backward(w1, w2, w3, w0, a->att, a->q_, a->k_, a->v_, B, C, T, a->heads, scratch);
+    zero(w0, n); // d gn, gathered from q, k and v
+    conv2d_backward(w0, G + a->q, G + a->q + ws, w1, a->gn, P + a->q, B, C, H, W, C, 1, 1, 0, scratch);
+    conv2d_backward(w0, G + a->k, G + a->k + ws, w2, a->gn, P + a->k, B, C, H, W, C, 1, 1, 0, scratch);
+    conv2d_backward(w0, G + a->v, G + a->v + ws, w3, a->gn, P + a->v, B, C, H, W, C, 1, 1, 0, scratch);
+    groupnorm_backward(dx, G + a->norm, G + a->norm + C, w0, x, a->mean, a->rstd,
+                       P + a->norm, B, C, T, a->g);
+}
+
+// ---------------------------------------------------------------------------
+// TimeEmbed
+
+void time_embed_params(TimeEmbed *te, ParamTable *t, const char *prefix,
+                       int time_dim, int temb_dim) {
+    char name[PARAM_NAME_MAX];
+    memset(te, 0, sizeof *te);
+    te->time_dim = time_dim, te->temb_dim = temb_dim;
+    key(name, prefix, "0");
+    te->lin1 = params_add_linear(t, name, time_dim, temb_dim);
+    key(name, prefix, "2");
+    te->lin2 = params_add_linear(t, name, temb_dim, temb_dim);
+}
+
+size_t time_embed_acts_floats(const TimeEmbed *te, int B) {
+    return (size_t)B * (te->time_dim + 5 * te->temb_dim);
+}
+
+void time_embed_carve(TimeEmbed *te, float *acts, int B) {
+    size_t n = (size_t)B * te->temb_dim;
+    Carver c = {acts, 0};
+    te->emb = carve(&c, (size_t)B * te->time_dim);
+    te->h = carve(&c, n);
+    te->hact = carve(&c, n);
+    te->temb = carve(&c, n);
+    te->dh = carve(&c, 2 * n);
+    CHECK(c.used == time_embed_acts_floats(te, B));
+}
+
+void time_embed_forward(TimeEmbed *te, float *temb_act, const int *t,
+                        const float *params, int B) {
+    const float *P = params;
+    int D = te->time_dim, E = te->temb_dim;
+    size_t n = (size_t)B * E;
+    timestep_embedding(te->emb, t, B, D);
+    linear_forward(te->h, te->emb, P + te->lin1, P + te->lin1 + (size_t)E * D, B, D, E);
+    silu_forward(te->hact, te->h, n);
+    linear_forward(te->temb, te->hact, P + te->lin2, P + te->lin2 + (size_t)E * E, B, E, E);
+    silu_forward(temb_act, te->temb, n);
+}
+
+void time_embed_backward(const TimeEmbed *te, float *grads, const float *dtemb_act,
+                         const float *params, int B) {
+    const float *P = params;
+    float *G = grads;
+    int D = te->time_dim, E = te->temb_dim;
+    size_t n = (size_t)B * E;
+    float *d0 = te->dh, *d1 = te->dh + n;
+    zero(d0, n); // d temb
+    silu_backward(d0, dtemb_act, te->temb, n);
+    zero(d1, n); // d hact
+    linear_backward(d1, G + te->lin2, G + te->lin2 + (size_t)E * E, d0, te->hact,
+                    P + te->lin2, B, E, E);
+    zero(d0, n); // d h
+    silu_backward(d0, d1, te->h, n);
+    linear_backward(NULL, G + te->lin1, G + te->lin1 + (size_t)E * D, d0, te->emb,
+                    P + te->lin1, B, D, E);
+}
+
+// ---------------------------------------------------------------------------
+// the op list
+
+enum { OP_RES, OP_ATTN, OP_DOWN, OP_UP, OP_CONCAT };
+
+struct UNetOp {
+    int kind;
+    int C, C2, H, W;     // input dims (C2: the concatenated skip's channels)
+    int OC, OH, OW;      // output dims
+    int push_skip;       // down path: the output is a skip tensor
+    ResBlock res;        // OP_RES
+    AttnBlock attn;      // OP_ATTN
+    size_t conv;         // OP_DOWN, OP_UP: the conv's weight offset
+    float *up;           // OP_UP: (B, C, 2H, 2W) nearest-upsampled input
+    // stream tensors and their gradients
+    float *in, *in2, *out;
+    float *din, *din2, *dout;
+};
+
+static UNetOp *op_new(UNet *u, int kind, int C, int H, int W) {
+    UNetOp *op = &u->ops[u->n_ops++];
+    memset(op, 0, sizeof *op);
+    op->kind = kind;
+    op->C = C, op->H = H, op->W = W;
+    op->OC = C, op->OH = H, op->OW = W;
+    return op;
+}
+
+static int has_attn(const UNetConfig *c, int res) {
+    for (int i = 0; i < c->num_attn; i++)
+        if (c->attn_resolutions[i] == res) return 1;
+    return 0;
+}
+
+// Adds the parameters in the mirror's state_dict order (all ResBlocks of a
+// level, then its Attns, then its resampling conv) and the ops in run order.
+static void unet_build(UNet *u) {
+    const UNetConfig *c = &u->cfg;
+    ParamTable *t = &u->table;
+    char prefix[PARAM_NAME_MAX], name[PARAM_NAME_MAX];
+    int L = c->num_levels, nrb = c->num_res_blocks, b = c->base_channels;
+    int cap = L * (2 * nrb + 1) + 3 + L * (3 * (nrb + 1) + 1);
+    u->ops = xcalloc((size_t)cap, sizeof *u->ops);
+    u->n_ops = 0;
+
+    time_embed_params(&u->te, t, "time_embed", c->time_dim, c->temb_dim);
+    u->conv_in = params_add_conv(t, "conv_in", c->latent_channels, b, 3, 0);
+
+    int ch = b, res = c->latent_size;
+    int skip_ch[4 * UNET_MAX_LEVELS * 8 + 1], nskip = 0;
+    CHECK((size_t)(1 + L * (nrb + 1)) <= sizeof skip_ch / sizeof *skip_ch);
+    skip_ch[nskip++] = ch;
+    UNetOp *rops[64], *aops[64];
+    CHECK(nrb + 1 <= 64);
+    for (int l = 0; l < L; l++) {
+        int cout = b * c->channel_mult[l], attn = has_attn(c, res);
+        for (int j = 0; j < nrb; j++) {
+            rops[j] = op_new(u, OP_RES, ch, res, res);
+            rops[j]->OC = cout;
+            ch = cout;
+            aops[j] = attn ? op_new(u, OP_ATTN, ch, res, res) : NULL;
+            (attn ? aops[j] : rops[j])->push_skip = 1;
+            skip_ch[nskip++] = ch;
+        }
+        for (int j = 0; j < nrb; j++) {
+            snprintf(prefix, sizeof prefix, "down.%d.res.%d", l, j);
+            resblock_params(&rops[j]->res, t, prefix, rops[j]->C, rops[j]->OC, res, res, c->temb_dim);
+        }
+        for (int j = 0; attn && j < nrb; j++) {
+            snprintf(prefix, sizeof prefix, "down.%d.attn.%d", l, j);
+            attnblock_params(&aops[j]->attn, t, prefix, ch, res, res, c->num_heads);
+        }
+        if (l != L - 1) {
+            UNetOp *op = op_new(u, OP_DOWN, ch, res, res);
+            res = (res + 1) / 2;
+            op->OH = op->OW = res;
+            op->push_skip = 1;
+            snprintf(name, sizeof name, "down.%d.downsample", l);
+            op->conv = params_add_conv(t, name, ch, ch, 3, 0);
+            skip_ch[nskip++] = ch;
+        }
+    }
+
+    UNetOp *op = op_new(u, OP_RES, ch, res, res);
+    resblock_params(&op->res, t, "mid.res1", ch, ch, res, res, c->temb_dim);
+    op = op_new(u, OP_ATTN, ch, res, res);
+    attnblock_params(&op->attn, t, "mid.attn", ch, res, res, c->num_heads);
+    op = op_new(u, OP_RES, ch, res, res);
+    resblock_params(&op->res, t, "mid.res2", ch, ch, res, res, c->temb_dim);
+
+    for (int l = L - 1, ui = 0; l >= 0; l--, ui++) {
+        int cout = b * c->channel_mult[l], attn = has_attn(c, res);
+        for (int j = 0; j < nrb + 1; j++) {
+            UNetOp *cat = op_new(u, OP_CONCAT, ch, res, res);
+            CHECK(nskip > 0);
+            cat->C2 = skip_ch[--nskip];
+            cat->OC = ch + cat->C2;
+            rops[j] = op_new(u, OP_RES, cat->OC, res, res);
+            rops[j]->OC = cout;
+            ch = cout;
+            aops[j] = attn ? op_new(u, OP_ATTN, ch, res, res) : NULL;
+        }
+        for (int j = 0; j < nrb + 1; j++) {
+            snprintf(prefix, sizeof prefix, "up.%d.res.%d", ui, j);
+            resblock_params(&rops[j]->res, t, prefix, rops[j]->C, rops[j]->OC, res, res, c->temb_dim);
+        }
+        for (int j = 0; attn && j < nrb + 1; j++) {
+            snprintf(prefix, sizeof prefix, "up.%d.attn.%d", ui, j);
+            attnblock_params(&aops[j]->attn, t, prefix, ch, res, res, c->num_heads);
+        }
+        if (l != 0) {
+            op = op_new(u, OP_UP, ch, res, res);
+            res *= 2;
+            op->OH = op->OW = res;
+            snprintf(name, sizeof name, "up.%d.upsample", ui);
+            op->conv = params_add_conv(t, name, ch, ch, 3, 0);
+        }
+    }
+    CHECK(nskip == 0 && u->n_ops <= cap);
+    CHECK(ch == b * c->channel_mult[0] && res == c->latent_size);
+    u->out_norm = params_add_norm(t, "out_norm", ch);
+    u->out_conv = params_add_conv(t, "out_conv", ch, c->latent_channels, 3, 1);
+}
+
+// Lays out every activation for B items: block tensors and stream tensors in
+// `acts`, stream gradients in `grads` (contiguous, so one memset clears them),
+// and sizes the shared work buffer. With NULL bases it only counts.
+static void unet_carve(UNet *u, Carver *acts, Carver *grads, int B) {
+    const UNetConfig *c = &u->cfg;
+    int Z = c->latent_channels, S = c->latent_size, b = c->base_channels;
+    size_t lat = (size_t)B * Z * S * S;
+    int ch = b * c->channel_mult[0]; // channels entering the head
+    size_t max_chw = (size_t)b * S * S; // largest tensor handled at UNet level
+    size_t conv_scratch = max_sz(conv2d_scratch_floats(B, Z, S, S, b, 3, 1, 1),
+                                 conv2d_scratch_floats(B, ch, S, S, Z, 3, 1, 1));
+    size_t block_work = 0;
+
+    u->xt = carve(acts, lat);
+    u->pred = carve(acts, lat);
+    u->target = carve(acts, lat);
+    u->dpred = carve(acts, lat);
+    u->x_in = carve(acts, lat);
+    float *p = carve(acts, time_embed_acts_floats(&u->te, B));
+    if (p) time_embed_carve(&u->te, p, B);
+    u->temb_act = carve(acts, (size_t)B * c->temb_dim);
+    u->dtemb_act = carve(acts, (size_t)B * c->temb_dim);
+
+    // stream: conv_in output s0, then one output per op
+    float *cur = u->h0 = carve(acts, (size_t)B * b * S * S);
+    float *dcur = u->dh0 = carve(grads, (size_t)B * b * S * S);
+    float *stack[4 * UNET_MAX_LEVELS * 8 + 1], *dstack[4 * UNET_MAX_LEVELS * 8 + 1];
+    int nskip = 0;
+    stack[nskip] = cur, dstack[nskip++] = dcur;
+    for (int i = 0; i < u->n_ops; i++) {
+        UNetOp *op = &u->ops[i];
+        op->in = cur, op->din = dcur;
+        size_t in_chw = (size_t)op->C * op->H * op->W;
+        switch (op->kind) {
+        case OP_RES:
+            p = carve(acts, resblock_acts_floats(&op->res, B));
+            if (p) resblock_carve(&op->res, p, B);
+            block_work = max_sz(block_work, resblock_work_floats(&op->res, B));
+            break;
+        case OP_ATTN:
+            p = carve(acts, attnblock_acts_floats(&op->attn, B));
+            if (p) attnblock_carve(&op->attn, p, B);
+            block_work = max_sz(block_work, attnblock_work_floats(&op->attn, B));
+            break;
+        case OP_DOWN:
+            conv_scratch = max_sz(conv_scratch, conv2d_scratch_floats(B, op->C, op->H, op->W,
+                                                                      op->C, 3, 2, 1));
+            break;
+        case OP_UP:
+            op->up = carve(acts, 4 * (size_t)B * in_chw);
+            max_chw = max_sz(max_chw, 4 * in_chw);
+            conv_scratch = max_sz(conv_scratch, conv2d_scratch_floats(B, op->C, 2 * op->H,
+                                                                      2 * op->W, op->C, 3, 1, 1));
+            break;
+        case OP_CONCAT:
+            CHECK(nskip > 0);
+            nskip--;
+            op->in2 = stack[nskip], op->din2 = dstack[nskip];
+            break;
+        }
+        size_t out_n = (size_t)B * op->OC * op->OH * op->OW;
+        cur = op->out = carve(acts, out_n);
+        dcur = op->dout = carve(grads, out_n);
+        max_chw = max_sz(max_chw, (size_t)op->OC * op->OH * op->OW);
+        if (op->push_skip) stack[nskip] = cur, dstack[nskip++] = dcur;
+    }
+    CHECK(nskip == 0);
+    u->hlast = cur, u->dhlast = dcur;
+    int G = groupnorm_groups(ch);
+    size_t head = (size_t)B * ch * S * S;
+    u->head_gn = carve(acts, head);
+    u->head_act = carve(acts, head);
+    u->head_mean = carve(acts, (size_t)B * G);
+    u->head_rstd = carve(acts, (size_t)B * G);
+    // UNet-level work: two (B, max C*H*W) buffers, then the conv scratch.
+    u->max_chw = max_chw;
+    u->work_floats = max_sz(block_work, 2 * (size_t)B * max_chw + conv_scratch);
+}
+
+void unet_init(UNet *u, const UNetConfig *cfg, int max_batch) {
+    CHECK(max_batch >= 1);
+    CHECK(unet_config_check(cfg, "unet_init") == 0);
+    memset(u, 0, sizeof *u);
+    u->cfg = *cfg;
+    u->max_batch = max_batch;
+    params_init(&u->table);
+    unet_build(u);
+    u->params = xmalloc_aligned(u->table.total * sizeof(float));
+    u->grads = xmalloc_aligned(u->table.total * sizeof(float));
+    zero(u->grads, u->table.total);
+
+    Carver acts = {NULL, 0}, grads = {NULL, 0};
+    unet_carve(u, &acts, &grads, max_batch);
+    size_t ngrads = u->dstream_floats = grads.used;
+    u->acts_floats = grads.used + acts.used;
+    u->acts = xmalloc_aligned(u->acts_floats * sizeof(float));
+    zero(u->acts, u->acts_floats);
+    Carver g2 = {u->acts, 0}, a2 = {u->acts + ngrads, 0};
+    unet_carve(u, &a2, &g2, max_batch);
+    CHECK(g2.used == ngrads && ngrads + a2.used == u->acts_floats);
+    u->work = xmalloc_aligned(u->work_floats * sizeof(float));
+}
+
+void unet_free(UNet *u) {
+    params_free(&u->table);
+    free(u->params);
+    free(u->grads);
+    free(u->acts);
+    free(u->work);
+    free(u->ops);
+    memset(u, 0, sizeof *u);
+}
+
+void unet_forward(UNet *u, float *out, const float *x, const int *t, int B) {
+    const UNetConfig *c = &u->cfg;
+    const float *P = u->params;
+    CHECK(B >= 1 && B <= u->max_batch);
+    int Z = c->latent_channels, S = c->latent_size, b = c->base_channels;
+    int ch = b * c->channel_mult[0], HW = S * S;
+    float *scratch = u->work; // the forward needs no gradient buffers
+    u->B = B;
+    if (u->x_in != x) memcpy(u->x_in, x, (size_t)B * Z * HW * sizeof *x);
+    time_embed_forward(&u->te, u->temb_act, t, P, B);
+    conv2d_forward(u->h0, u->x_in, P + u->conv_in, P + u->conv_in + conv_wsize(Z, b, 3),
+                   B, Z, S, S, b, 3, 1, 1, scratch);
+    for (int i = 0; i < u->n_ops; i++) {
+        UNetOp *op = &u->ops[i];
+        switch (op->kind) {
+        case OP_RES:
+            resblock_forward(&op->res, op->out, op->in, u->temb_act, P, B, u->work);
+            break;
+        case OP_ATTN:
+            attnblock_forward(&op->attn, op->out, op->in, P, B, u->work);
+            break;
+        case OP_DOWN:
+            conv2d_forward(op->out, op->in, P + op->conv, P + op->conv + conv_wsize(op->C, op->C, 3),
+                           B, op->C, op->H, op->W, op->C, 3, 2, 1, scratch);
+            break;
+        case OP_UP:
+            upsample2x_forward(op->up, op->in, B, op->C, op->H, op->W);
+            conv2d_forward(op->out, op->up, P + op->conv, P + op->conv + conv_wsize(op->C, op->C, 3),
+                           B, op->C, 2 * op->H, 2 * op->W, op->C, 3, 1, 1, scratch);
+            break;
+        case OP_CONCAT:
+            concat_channels_forward(op->out, op->in, op->in2, B, op->C, op->C2, op->H * op->W);
+            break;
+        }
+    }
+    int G = groupnorm_groups(ch);
+    groupnorm_forward(u->head_gn, u->head_mean, u->head_rstd, u->hlast, P + u->out_norm,
+                      P + u->out_norm + ch, B, ch, HW, G);
+    silu_forward(u->head_act, u->head_gn, (size_t)B * ch * HW);
+    conv2d_forward(out, u->head_act, P + u->out_conv, P + u->out_conv + conv_wsize(ch, Z, 3),
+                   B, ch, S, S, Z, 3, 1, 1, scratch);
+}
+
+void unet_backward(UNet *u, const float *dout) {
+    const UNetConfig *c = &u->cfg;
+    const float *P = u->params;
+    float *G = u->grads;
+    int B = u->B;
+    CHECK(B >= 1);
+    int Z = c->latent_channels, S = c->latent_size, b = c->base_channels;
+    int ch = b * c->channel_mult[0], HW = S * S;
+    // UNet-level work: two gradient buffers of the largest tensor, then scratch.
+    size_t maxn = (size_t)B * u->max_chw;
+    float *w0 = u->work, *w1 = u->work + maxn, *scratch = u->work + 2 * maxn;
+
+    zero(u->acts, u->dstream_floats); // stream gradients lead the allocation
+    zero(u->dtemb_act, (size_t)B * c->temb_dim);
+
+    // head: out_conv <- SiLU <- out_norm
+    size_t nh = (size_t)B * ch * HW;
+    zero(w0, nh);
+    conv2d_backward(w0, G + u->out_conv, G + u->out_conv + conv_wsize(ch, Z, 3), dout,
+                    u->head_act, P + u->out_conv, B, ch, S, S, Z, 3, 1, 1, scratch);
+    zero(w1, nh);
+    silu_backward(w1, w0, u->head_gn, nh);
+    groupnorm_backward(u->dhlast, G + u->out_norm, G + u->out_norm + ch, w1, u->hlast,
+                       u->head_mean, u->head_rstd, P + u->out_norm, B, ch, HW,
+                       groupnorm_groups(ch));
+
+    for (int i = u->n_ops - 1; i >= 0; i--) {
+        const UNetOp *op = &u->ops[i];
+        size_t ws = conv_wsize(op->C, op->C, 3);
+        switch (op->kind) {
+        case OP_RES:
+            resblock_backward(&op->res, op->din, u->dtemb_act, G, op->dout, op->in,
+                              u->temb_act, P, B, u->work);
+            break;
+        case OP_ATTN:
+            attnblock_backward(&op->attn, op->din, G, op->dout, op->in, P, B, u->work);
+            break;
+        case OP_DOWN:
+            conv2d_backward(op->din, G + op->conv, G + op->conv + ws, op->dout, op->in,
+                            P + op->conv, B, op->C, op->H, op->W, op->C, 3, 2, 1, scratch);
+            break;
+        case OP_UP: {
+            size_t nup = 4 * (size_t)B * op->C * op->H * op->W;
+            zero(w0, nup);
+            conv2d_backward(w0, G + op->conv, G + op->conv + ws, op->dout, op->up,
+                            P + op->conv, B, op->C, 2 * op->H, 2 * op->W, op->C, 3, 1, 1, scratch);
+            upsample2x_backward(op->din, w0, B, op->C, op->H, op->W);
+            break;
+        }
+        case OP_CONCAT:
+            concat_channels_backward(op->din, op->din2, op->dout, B, op->C, op->C2,
+                                     op->H * op->W);
+            break;
+        }
+    }
+    conv2d_backward(NULL, G + u->conv_in, G + u->conv_in + conv_wsize(Z, b, 3), u->dh0,
+                    u->x_in, P + u->conv_in, B, Z, S, S, b, 3, 1, 1, scratch);
+    time_embed_backward(&u->te, G, u->dtemb_act, P, B);
+}

@@ -1,0 +1,155 @@
+// unet.h: the `unet-s` UNet of ../shared/spec/default-models.md, configurable
+// in the usual ldm/ADM way (levels, blocks per level, attention resolutions).
+// Parameter keys follow tests/reference/unet_mirror.py's state_dict():
+//   time_embed.0, time_embed.2, conv_in,
+//   down.<l>.res.<j>.{norm1,conv1,temb_proj,norm2,conv2[,skip]},
+//   down.<l>.attn.<j>.{norm,q,k,v,proj}, down.<l>.downsample,
+//   mid.res1, mid.attn, mid.res2,
+//   up.<u>.res.<j>, up.<u>.attn.<j>, up.<u>.upsample (up.0 runs first: the
+//   lowest resolution), out_norm, out_conv.
+// The table lists them in state_dict order.
+#pragma once
+#include <stddef.h>
+
+#include "params.h"
+
+#define UNET_MAX_LEVELS 8
+
+typedef struct {
+    int latent_channels;  // Z: 4
+    int latent_size;      // h = w: 8
+    int base_channels;    // 64
+    int num_levels;       // length of channel_mult: 2
+    int channel_mult[UNET_MAX_LEVELS]; // (1, 2)
+    int num_res_blocks;   // 2 a level on the way down, one more on the way up
+    int num_attn;         // entries in attn_resolutions
+    int attn_resolutions[UNET_MAX_LEVELS]; // spatial sides with attention: (4)
+    int num_heads;        // 1
+    int temb_dim;         // 256
+    int time_dim;         // 64: sinusoidal embedding width
+} UNetConfig;
+
+void unet_config_default(UNetConfig *c); // the spec's unet-s
+// Checks a configuration that came from a user or a file; -1 with a message
+// naming `what` (e.g. the checkpoint path) when it cannot be built.
+int unet_config_check(const UNetConfig *c, const char *what);
+
+// ---- building blocks (used by the UNet, exposed for tests/test_unet.c).
+// A block records its parameters' offsets in a ParamTable (weight offset; the
+// bias follows the weight) and points into activation memory carved for
+// `B` items by *_carve(). `work` is caller-owned scratch of *_work_floats().
+
+// ResBlock(cin -> cout) at H x W, fed SiLU(temb) (B, temb_dim).
+typedef struct {
+    int cin, cout, H, W, temb_dim, g1, g2; // g1, g2: GroupNorm groups
+    size_t norm1, conv1, temb_proj, norm2, conv2, skip; // skip: cin != cout
+    // saved activations (B items)
+    float *gn1, *act1;         // (B, cin, H, W): GN(x), SiLU(GN(x))
+    float *mean1, *rstd1;      // (B, g1)
+    float *h1;                 // (B, cout, H, W): conv1 + temb projection
+    float *tproj;              // (B, cout)
+    float *gn2, *act2;         // (B, cout, H, W)
+    float *mean2, *rstd2;      // (B, g2)
+} ResBlock;
+
+void resblock_params(ResBlock *r, ParamTable *t, const char *prefix, int cin,
+                     int cout, int H, int W, int temb_dim);
+size_t resblock_acts_floats(const ResBlock *r, int B);
+void resblock_carve(ResBlock *r, float *acts, int B);
+size_t resblock_work_floats(const ResBlock *r, int B);
+// out (B, cout, H, W) must not alias x (B, cin, H, W).
+void resblock_forward(ResBlock *r, float *out, const float *x, const float *temb_act,
+                      const float *params, int B, float *work);
+// Accumulates into dx, dtemb_act and grads.
+void resblock_backward(const ResBlock *r, float *dx, float *dtemb_act, float *grads,
+                       const float *dout, const float *x, const float *temb_act,
+                       const float *params, int B, float *work);
+
+// Attn(C): x + proj(attention(q, k, v of GN(x))), `heads` heads.
+typedef struct {
+    int C, H, W, heads, g;
+    size_t norm, q, k, v, proj;
+    float *gn, *q_, *k_, *v_, *a; // (B, C, H, W); a: attention output
+    float *mean, *rstd;           // (B, g)
+    float *att;                   // (B, heads, HW, HW) softmax probabilities
+} AttnBlock;
+
+void attnblock_params(AttnBlock *a, ParamTable *t, const char *prefix, int C,
+                      int H, int W, int heads);
+size_t attnblock_acts_floats(const AttnBlock *a, int B);
+void attnblock_carve(AttnBlock *a, float *acts, int B);
+size_t attnblock_work_floats(const AttnBlock *a, int B);
+// out must not alias x; both (B, C, H, W).
+void attnblock_forward(AttnBlock *a, float *out, const float *x, const float *params,
+                       int B, float *work);
+void attnblock_backward(const AttnBlock *a, float *dx, float *grads, const float *dout,
+                        const float *x, const float *params, int B, float *work);
+
+// Time embedding: sinusoid (time_dim), Linear, SiLU, Linear -> temb; the
+// output is SiLU(temb) (B, temb_dim), the form every ResBlock consumes.
+typedef struct {
+    int time_dim, temb_dim;
+    size_t lin1, lin2;
+    float *emb;          // (B, time_dim)
+    float *h, *hact;     // (B, temb_dim): Linear 1, SiLU of it
+    float *temb;         // (B, temb_dim)
+    float *dh;           // (B, temb_dim): backward scratch (2 such buffers)
+} TimeEmbed;
+
+void time_embed_params(TimeEmbed *te, ParamTable *t, const char *prefix,
+                       int time_dim, int temb_dim);
+size_t time_embed_acts_floats(const TimeEmbed *te, int B);
+void time_embed_carve(TimeEmbed *te, float *acts, int B);
+void time_embed_forward(TimeEmbed *te, float *temb_act, const int *t,
+                        const float *params, int B);
+// dtemb_act (B, temb_dim) is d loss / d SiLU(temb); accumulates into grads.
+void time_embed_backward(const TimeEmbed *te, float *grads, const float *dtemb_act,
+                         const float *params, int B);
+
+// ---- the UNet
+typedef struct UNetOp UNetOp; // one step of the layer list (unet.c)
+
+typedef struct {
+    UNetConfig cfg;
+    int max_batch;
+    ParamTable table;
+    float *params, *grads; // (table.total) each; params may be repointed (EMA)
+    // Activations for max_batch items: one allocation carved by unet.c into
+    // the blocks' saved tensors, the stream tensors between blocks and their
+    // gradients, and the buffers below.
+    float *acts;
+    size_t acts_floats;
+    float *work; // scratch shared by every layer
+    size_t work_floats;
+    // (max_batch, Z, h, w) each: the diffusion loss's x_t, network output,
+    // target and d loss / d output; the samplers use pred and target too.
+    float *xt, *pred, *target, *dpred;
+
+    // internals (unet.c)
+    TimeEmbed te;
+    float *temb_act, *dtemb_act;      // (B, temb_dim)
+    float *x_in;                      // (B, Z, h, w): the last forward's input
+    size_t conv_in, out_norm, out_conv;
+    float *head_gn, *head_act;        // (B, base, h, w)
+    float *head_mean, *head_rstd;     // (B, G)
+    float *h0, *dh0;                  // (B, base, h, w): conv_in output (s0)
+    float *hlast, *dhlast;            // the stream tensor entering the head
+    int n_ops;
+    UNetOp *ops;
+    size_t max_chw;        // largest C*H*W a UNet-level gradient buffer holds
+    size_t dstream_floats; // stream gradients: the first floats of acts
+    int B; // batch of the last forward
+} UNet;
+
+// Builds the table and allocates everything for up to max_batch items.
+// Parameter values are NOT initialised: call params_init_values(&u->table,
+// u->params, rng) (the spec's zero-init convolutions are marked in the table)
+// or load a checkpoint. cfg must pass unet_config_check().
+void unet_init(UNet *u, const UNetConfig *cfg, int max_batch);
+void unet_free(UNet *u);
+// x (B, Z, h, w), t (B) integer steps -> out (B, Z, h, w). Saves what the
+// backward needs; out may be u->pred, x may be u->xt.
+void unet_forward(UNet *u, float *out, const float *x, const int *t, int B);
+// dout (B, Z, h, w) for the last forward; accumulates d/d params into u->grads
+// (the caller zeroes them once per step).
+void unet_backward(UNet *u, const float *dout);
