@@ -114,3 +114,22 @@ int check_cache_matches_vae(const LatentCache *c, const Vae *v, const char *vae_
                       c->path, c->vae_hash, vae_path, hash);
     return 0;
 }
+
+Rng run_stream(uint64_t seed, uint64_t kind, uint64_t index) {
+    Rng base;
+    rng_init(&base, seed);
+    Rng k = rng_derive(&base, kind);
+    return rng_derive(&k, index);
+}
+
+void epoch_order(int *perm, int n, uint64_t seed, long epoch) {
+    for (int i = 0; i < n; i++) perm[i] = i;
+    Rng r = run_stream(seed, STREAM_EPOCH, (uint64_t)epoch);
+    rng_shuffle(&r, perm, n);
+}
+
+long total_steps(long steps, int epochs, double minutes, long steps_per_epoch) {
+    if (steps) return steps;
+    if (epochs) return (long)epochs * steps_per_epoch;
+    return minutes > 0 ? 0 : steps_per_epoch;
+}

@@ -27,3 +27,14 @@ int resume_conflict_float(const char *ckpt, const char *flag, double given, doub
 int check_cache_matches_vae(const LatentCache *c, const Vae *v, const char *vae_path);
 // Hash of a loaded VAE's parameters (16 hex digits).
 void vae_hash_of(char out[17], const Vae *v);
+
+// Random streams of a training run. Every draw of step s comes from
+// run_stream(seed, STREAM_STEP, s) and the data order of epoch e from
+// run_stream(seed, STREAM_EPOCH, e): the state to resume is (seed, step).
+enum { STREAM_STEP = 1, STREAM_EPOCH = 2, STREAM_EVAL = 3, STREAM_SAMPLE = 4 };
+Rng run_stream(uint64_t seed, uint64_t kind, uint64_t index);
+// The permutation of n training items for `epoch`.
+void epoch_order(int *perm, int n, uint64_t seed, long epoch);
+// The step budget: --steps, else --epochs x steps_per_epoch, else 0 (only
+// the clock bounds the run) when minutes > 0, else one epoch.
+long total_steps(long steps, int epochs, double minutes, long steps_per_epoch);

@@ -17,9 +17,6 @@
 #include "vae.h"
 #include "vae_ckpt.h"
 
-#define STREAM_STEP 1   // per-step noise and flips: rng_derive(base, STREAM_STEP) then step
-#define STREAM_EPOCH 2  // per-epoch data order
-
 typedef struct {
     const char *data, *out;
     long steps;
@@ -31,20 +28,6 @@ typedef struct {
     int hflip, resume, seed, threads;
     int ckpt_every, eval_every, keep;
 } Flags;
-
-static Rng stream(uint64_t seed, uint64_t kind, uint64_t index) {
-    Rng base;
-    rng_init(&base, seed);
-    Rng k = rng_derive(&base, kind);
-    return rng_derive(&k, index);
-}
-
-// The permutation of the training items for `epoch`.
-static void epoch_order(int *perm, int n, uint64_t seed, long epoch) {
-    for (int i = 0; i < n; i++) perm[i] = i;
-    Rng r = stream(seed, STREAM_EPOCH, (uint64_t)epoch);
-    rng_shuffle(&r, perm, n);
-}
 
 static int save(const char *out, const Vae *v, const float *m, const float *vv,
                 const Flags *f, long step, const ImageSet *set) {
@@ -177,10 +160,7 @@ int main(int argc, char **argv) {
     if (ntrain < 1) return errorf("%s: too few images (%d) to train", f.data, set.N), 1;
     int B = f.batch < ntrain ? f.batch : ntrain;
     long spe = (ntrain + B - 1) / B; // steps per epoch; the last batch is partial
-    long total; // 0: only the clock bounds the run
-    if (f.steps) total = f.steps;
-    else if (f.epochs) total = (long)f.epochs * spe;
-    else total = f.minutes > 0 ? 0 : spe; // no budget: one epoch
+    long total = total_steps(f.steps, f.epochs, f.minutes, spe); // 0: only the clock
 
     Vae v;
     vae_init(&v, &cfg, B);
@@ -228,7 +208,7 @@ int main(int argc, char **argv) {
         long epoch = step / spe, pos = step % spe;
         if (epoch != perm_epoch) epoch_order(perm, ntrain, (uint64_t)f.seed, perm_epoch = epoch);
         int b = (int)(ntrain - pos * B < B ? ntrain - pos * B : B);
-        Rng r = stream((uint64_t)f.seed, STREAM_STEP, (uint64_t)step);
+        Rng r = run_stream((uint64_t)f.seed, STREAM_STEP, (uint64_t)step);
         for (int i = 0; i < b; i++) flip[i] = f.hflip ? rng_below(&r, 2) : 0;
         imageset_batch(x, &set, perm + pos * B, b, flip);
         rng_normal_fill(&r, eps, b * lat);
