@@ -36,7 +36,7 @@ typedef struct {
 // Everything about the run that a resume must not change.
 typedef struct {
     UNetConfig cfg;
-    char schedule[16];
+    char schedule[ATTR_STR_MAX];
     int prediction;
     double scale_factor;
     char vae_hash[17];
@@ -168,7 +168,7 @@ static int sample_grid(UNet *u, float *ema, const Schedule *s, int pred, Vae *va
     u->params = ema;
     for (int i0 = 0; i0 < SAMPLE_N; i0 += u->max_batch) {
         int b = SAMPLE_N - i0 < u->max_batch ? SAMPLE_N - i0 : u->max_batch;
-        ddim_sample(u, s, z + i0 * ln, b, 50, 0.0f, pred, &r, NULL);
+        ddim_sample(u, s, z + i0 * ln, b, 50, 0.0f, pred, &r);
     }
     u->params = raw;
     for (size_t j = 0; j < SAMPLE_N * ln; j++) z[j] = (float)(z[j] / scale);
