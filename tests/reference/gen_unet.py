@@ -77,9 +77,10 @@ def gen_blocks(gen):
     path = os.path.join(GOLDEN, 'blocks.h5')
     B, H, W = 2, 4, 4
     with h5py.File(path, 'w') as f:
-        # ResBlock 34 -> 8: a 1x1 skip conv, and GroupNorm(17, 34) with two
-        # channels a group.
-        cin, cout, temb = 34, 8, 16
+        # ResBlock 4 -> 34: a 1x1 skip conv, and GroupNorm(17, 34) with two
+        # channels a group. (With one channel a group, as for every C <= 32,
+        # GroupNorm removes the per-channel time projection entirely.)
+        cin, cout, temb = 4, 34, 16
         g = f.create_group('res')
         mod = nn.Module()
         mod.res = M.ResBlock(cin, cout, temb)

@@ -1,0 +1,376 @@
+// test_unet.c: the UNet's blocks and the whole UNet (forward, diffusion loss,
+// every parameter gradient) against tests/reference/gen_unet.py's goldens,
+// plus the unet-s table and thread-count invariance of a training step.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "layers.h"
+#include "params.h"
+#include "rng.h"
+#include "schedule.h"
+#include "testutil.h"
+#include "unet.h"
+
+#define BLOCKS "blocks.h5"
+#define UNETF "unet.h5"
+
+static char *gname(const char *group, const char *name) {
+    static char buf[256];
+    snprintf(buf, sizeof buf, "%s%s%s", group, *group ? "/" : "", name);
+    return buf;
+}
+
+static float *read_f(const char *file, const char *group, const char *name, size_t want) {
+    size_t n;
+    float *x = golden_read(file, gname(group, name), &n);
+    if (want) CHECK(n == want);
+    return x;
+}
+
+// The golden's parameter names (state_dict order) and sizes.
+typedef struct {
+    int n;
+    char (*names)[PARAM_NAME_MAX];
+    int *sizes;
+    size_t total;
+} GoldenTable;
+
+static GoldenTable golden_table(const char *file, const char *group) {
+    GoldenTable g;
+    size_t nb, ns;
+    int *bytes = golden_read_int(file, gname(group, "param_names"), &nb);
+    g.sizes = golden_read_int(file, gname(group, "param_sizes"), &ns);
+    g.n = (int)ns;
+    g.names = xcalloc(ns, sizeof *g.names);
+    int k = 0, j = 0;
+    for (size_t i = 0; i <= nb; i++) {
+        if (i == nb || bytes[i] == '\n') {
+            g.names[k][j] = 0;
+            k++, j = 0;
+        } else {
+            CHECK(j < PARAM_NAME_MAX - 1);
+            g.names[k][j++] = (char)bytes[i];
+        }
+    }
+    CHECK(k == g.n);
+    g.total = 0;
+    for (int i = 0; i < g.n; i++) g.total += (size_t)g.sizes[i];
+    free(bytes);
+    return g;
+}
+
+static void golden_table_free(GoldenTable *g) {
+    free(g->names);
+    free(g->sizes);
+}
+
+// Checks the C table has exactly the golden's tensors, in the same order and
+// sizes, and copies golden flat values (state_dict order) into a C buffer.
+static int table_matches(const ParamTable *t, const GoldenTable *g, const char *what) {
+    int ok = t->n == g->n && t->total == g->total;
+    for (int i = 0; ok && i < g->n; i++)
+        ok = strcmp(t->info[i].name, g->names[i]) == 0 && t->info[i].size == (size_t)g->sizes[i];
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s: table = golden state_dict (%d tensors, %zu floats)", what,
+             t->n, t->total);
+    return check_true(msg, ok);
+}
+
+// Per-tensor max|C - ref| / max|ref| over the table; one line with the worst.
+// Some gradients are zero in exact arithmetic whatever the weights: the key
+// bias of attention (softmax ignores a constant shift), and in narrow models
+// (C <= 32, one channel a GroupNorm group) every per-channel bias or time
+// projection feeding a GroupNorm. Their float32 values are rounding residue,
+// so they are compared against the largest gradient of the model instead.
+static void check_grads(const char *what, const ParamTable *t, const float *got,
+                        const float *ref, double tol) {
+    double gmax = 0, worst = 0;
+    const char *wname = "";
+    int finite = 1, nzero = 0;
+    for (size_t j = 0; j < t->total; j++)
+        if (fabs(ref[j]) > gmax) gmax = fabs(ref[j]);
+    for (int i = 0; i < t->n; i++) {
+        const ParamInfo *p = &t->info[i];
+        double md = 0, mr = 0;
+        for (size_t j = 0; j < p->size; j++) {
+            double a = got[p->offset + j], r = ref[p->offset + j];
+            if (!isfinite(a)) finite = 0;
+            if (fabs(a - r) > md) md = fabs(a - r);
+            if (fabs(r) > mr) mr = fabs(r);
+        }
+        int zero_ref = mr <= 1e-9 * gmax;
+        nzero += zero_ref;
+        double rel = zero_ref ? md / gmax : md / mr;
+        if (rel >= worst) worst = rel, wname = p->name;
+    }
+    char msg[400];
+    snprintf(msg, sizeof msg,
+             "%s: %d param grads, worst rel err %.3g (%s), tol %.0e; %d exactly-zero "
+             "reference grads checked against max|grad| %.3g",
+             what, t->n, worst, wname, tol, nzero, gmax);
+    check_true(msg, finite && gmax > 0 && worst <= tol);
+}
+
+static void test_resblock(void) {
+    size_t n;
+    int *d = golden_read_int(BLOCKS, "res/dims", &n);
+    int B = d[0], cin = d[1], cout = d[2], H = d[3], W = d[4], temb = d[5];
+    free(d);
+    ParamTable t;
+    params_init(&t);
+    ResBlock r;
+    resblock_params(&r, &t, "res", cin, cout, H, W, temb);
+    GoldenTable g = golden_table(BLOCKS, "res");
+    table_matches(&t, &g, "ResBlock");
+    float *params = read_f(BLOCKS, "res", "params", t.total);
+    float *gref = read_f(BLOCKS, "res", "grads", t.total);
+    float *grads = xcalloc(t.total, sizeof(float));
+    float *acts = xmalloc(resblock_acts_floats(&r, B) * sizeof(float));
+    float *work = xmalloc(resblock_work_floats(&r, B) * sizeof(float));
+    resblock_carve(&r, acts, B);
+
+    size_t nin = (size_t)B * cin * H * W, nout = (size_t)B * cout * H * W;
+    float *x = read_f(BLOCKS, "res", "x", nin);
+    float *ta = read_f(BLOCKS, "res", "temb_act", (size_t)B * temb);
+    float *ref = read_f(BLOCKS, "res", "out", nout);
+    float *dout = read_f(BLOCKS, "res", "dout", nout);
+    float *dxref = read_f(BLOCKS, "res", "dx", nin);
+    float *dtref = read_f(BLOCKS, "res", "dtemb_act", (size_t)B * temb);
+    float *out = xmalloc(nout * sizeof(float));
+    float *dx = xcalloc(nin, sizeof(float));
+    float *dt = xcalloc((size_t)B * temb, sizeof(float));
+    resblock_forward(&r, out, x, ta, params, B, work);
+    check_close("ResBlock 4->34 forward", out, ref, nout, 1e-5);
+    resblock_backward(&r, dx, dt, grads, dout, x, ta, params, B, work);
+    check_close("ResBlock d x", dx, dxref, nin, 1e-5);
+    check_close("ResBlock d SiLU(temb)", dt, dtref, (size_t)B * temb, 1e-5);
+    check_grads("ResBlock", &t, grads, gref, 1e-5);
+
+    free(x), free(ta), free(ref), free(dout), free(dxref), free(dtref), free(out), free(dx);
+    free(dt), free(params), free(gref), free(grads), free(acts), free(work);
+    golden_table_free(&g);
+    params_free(&t);
+}
+
+static void test_attn(const char *group) {
+    size_t n;
+    int *d = golden_read_int(BLOCKS, gname(group, "dims"), &n);
+    int B = d[0], C = d[1], H = d[2], W = d[3], heads = d[4];
+    free(d);
+    ParamTable t;
+    params_init(&t);
+    AttnBlock a;
+    attnblock_params(&a, &t, "attn", C, H, W, heads);
+    GoldenTable g = golden_table(BLOCKS, group);
+    char what[64];
+    snprintf(what, sizeof what, "Attn(%d, %d head%s)", C, heads, heads > 1 ? "s" : "");
+    table_matches(&t, &g, what);
+    float *params = read_f(BLOCKS, group, "params", t.total);
+    float *gref = read_f(BLOCKS, group, "grads", t.total);
+    float *grads = xcalloc(t.total, sizeof(float));
+    float *acts = xmalloc(attnblock_acts_floats(&a, B) * sizeof(float));
+    float *work = xmalloc(attnblock_work_floats(&a, B) * sizeof(float));
+    attnblock_carve(&a, acts, B);
+    size_t nx = (size_t)B * C * H * W;
+    float *x = read_f(BLOCKS, group, "x", nx);
+    float *ref = read_f(BLOCKS, group, "out", nx);
+    float *dout = read_f(BLOCKS, group, "dout", nx);
+    float *dxref = read_f(BLOCKS, group, "dx", nx);
+    float *out = xmalloc(nx * sizeof(float));
+    float *dx = xcalloc(nx, sizeof(float));
+    attnblock_forward(&a, out, x, params, B, work);
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s forward", what);
+    check_close(msg, out, ref, nx, 1e-5);
+    attnblock_backward(&a, dx, grads, dout, x, params, B, work);
+    snprintf(msg, sizeof msg, "%s d x", what);
+    check_close(msg, dx, dxref, nx, 1e-5);
+    check_grads(what, &t, grads, gref, 1e-5);
+    free(x), free(ref), free(dout), free(dxref), free(out), free(dx);
+    free(params), free(gref), free(grads), free(acts), free(work);
+    golden_table_free(&g);
+    params_free(&t);
+}
+
+static void test_time_embed(void) {
+    size_t n;
+    int *d = golden_read_int(BLOCKS, "time/dims", &n);
+    int B = d[0], D = d[1], E = d[2];
+    free(d);
+    ParamTable t;
+    params_init(&t);
+    TimeEmbed te;
+    time_embed_params(&te, &t, "time_embed", D, E);
+    GoldenTable g = golden_table(BLOCKS, "time");
+    table_matches(&t, &g, "TimeEmbed");
+    float *params = read_f(BLOCKS, "time", "params", t.total);
+    float *gref = read_f(BLOCKS, "time", "grads", t.total);
+    float *grads = xcalloc(t.total, sizeof(float));
+    float *acts = xmalloc(time_embed_acts_floats(&te, B) * sizeof(float));
+    time_embed_carve(&te, acts, B);
+    int *steps = golden_read_int(BLOCKS, "time/t", &n);
+    CHECK((int)n == B);
+    size_t no = (size_t)B * E;
+    float *ref = read_f(BLOCKS, "time", "out", no);
+    float *dout = read_f(BLOCKS, "time", "dout", no);
+    float *out = xmalloc(no * sizeof(float));
+    time_embed_forward(&te, out, steps, params, B);
+    check_close("TimeEmbed forward (t = 0, 7, 500, 999)", out, ref, no, 1e-5);
+    time_embed_backward(&te, grads, dout, params, B);
+    check_grads("TimeEmbed", &t, grads, gref, 1e-5);
+    free(steps), free(ref), free(dout), free(out);
+    free(params), free(gref), free(grads), free(acts);
+    golden_table_free(&g);
+    params_free(&t);
+}
+
+// The narrow UNet of gen_unet.py (TINY).
+static void tiny_config(UNetConfig *c) {
+    size_t n;
+    int *v = golden_read_int(UNETF, "config", &n);
+    CHECK(n == 10);
+    memset(c, 0, sizeof *c);
+    c->latent_channels = v[0], c->latent_size = v[1], c->base_channels = v[2];
+    c->num_levels = 2, c->channel_mult[0] = v[3], c->channel_mult[1] = v[4];
+    c->num_res_blocks = v[5];
+    c->num_attn = 1, c->attn_resolutions[0] = v[6];
+    c->num_heads = v[7], c->temb_dim = v[8], c->time_dim = v[9];
+    free(v);
+}
+
+static void test_unet(void) {
+    UNetConfig c;
+    tiny_config(&c);
+    check_true("tiny UNet config passes unet_config_check", unet_config_check(&c, "tiny") == 0);
+    size_t n;
+    int *t = golden_read_int(UNETF, "t", &n);
+    int B = (int)n;
+    UNet u;
+    unet_init(&u, &c, B + 1); // B < max_batch exercises the carving strides
+    GoldenTable g = golden_table(UNETF, "");
+    table_matches(&u.table, &g, "UNet");
+    float *params = read_f(UNETF, "", "params", u.table.total);
+    memcpy(u.params, params, u.table.total * sizeof(float));
+    float *gref = read_f(UNETF, "", "grads", u.table.total);
+    size_t nl = (size_t)B * c.latent_channels * c.latent_size * c.latent_size;
+    float *x0 = read_f(UNETF, "", "x0", nl), *noise = read_f(UNETF, "", "noise", nl);
+    float *xt = read_f(UNETF, "", "xt", nl), *pred = read_f(UNETF, "", "pred", nl);
+    float *vt = read_f(UNETF, "", "v_target", nl), *loss = read_f(UNETF, "", "loss", 1);
+
+    Schedule s;
+    CHECK(schedule_init(&s, 1000, "linear") == 0);
+    float *v = xmalloc(nl * sizeof(float));
+    diffusion_target(v, &s, PRED_V, x0, noise, t, B, nl / B);
+    check_close("v target", v, vt, nl, 1e-6);
+
+    float l = diffusion_loss_forward(&u, &s, PRED_EPS, x0, noise, t, B);
+    check_close("q_sample x_t", u.xt, xt, nl, 1e-6);
+    check_close("UNet forward (eps prediction at x_t)", u.pred, pred, nl, 1e-4);
+    check_close("diffusion loss (eps MSE)", &l, loss, 1, 1e-4);
+    memset(u.grads, 0, u.table.total * sizeof(float));
+    diffusion_loss_backward(&u);
+    check_grads("UNet eps-MSE", &u.table, u.grads, gref, 1e-4);
+
+    // A training step (loss and every gradient) is the same at 1 and 2 threads.
+    float *g1 = xmalloc(u.table.total * sizeof(float));
+    float l1, l2;
+    set_threads(1);
+    memset(u.grads, 0, u.table.total * sizeof(float));
+    l1 = diffusion_loss_forward(&u, &s, PRED_EPS, x0, noise, t, B);
+    diffusion_loss_backward(&u);
+    memcpy(g1, u.grads, u.table.total * sizeof(float));
+    set_threads(2);
+    memset(u.grads, 0, u.table.total * sizeof(float));
+    l2 = diffusion_loss_forward(&u, &s, PRED_EPS, x0, noise, t, B);
+    diffusion_loss_backward(&u);
+    check_true("loss and grads bit-identical at 1 and 2 threads",
+               l1 == l2 && memcmp(g1, u.grads, u.table.total * sizeof(float)) == 0);
+
+    // Gradients accumulate: a second backward doubles them.
+    diffusion_loss_forward(&u, &s, PRED_EPS, x0, noise, t, B);
+    diffusion_loss_backward(&u);
+    for (size_t i = 0; i < u.table.total; i++) g1[i] *= 2;
+    check_close("backward accumulates into grads", u.grads, g1, u.table.total, 1e-6);
+
+    free(g1), free(v), free(x0), free(noise), free(xt), free(pred), free(vt), free(loss);
+    free(t), free(params), free(gref);
+    schedule_free(&s);
+    golden_table_free(&g);
+    unet_free(&u);
+}
+
+// unet-s as the spec lays it out: the mirror's parameter count, the zero-init
+// convolutions, and the shape of a forward pass.
+static void test_unet_s(void) {
+    UNetConfig c;
+    unet_config_default(&c);
+    check_true("unet-s config passes unet_config_check", unet_config_check(&c, "unet-s") == 0);
+    UNet u;
+    unet_init(&u, &c, 2);
+    char msg[128];
+    snprintf(msg, sizeof msg, "unet-s has 3993476 parameters (mirror), got %zu", u.table.total);
+    check_true(msg, u.table.total == 3993476);
+    const char *keys[] = {"time_embed.2.weight", "conv_in.weight", "down.0.res.1.conv2.weight",
+                          "down.0.downsample.weight", "down.1.res.0.skip.weight",
+                          "down.1.attn.1.proj.weight", "mid.attn.q.weight",
+                          "up.0.res.2.skip.weight", "up.0.attn.2.v.bias",
+                          "up.0.upsample.weight", "up.1.res.0.conv1.weight", "out_conv.bias"};
+    int found = 1;
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) found &= params_find(&u.table, keys[i]) >= 0;
+    check_true("unet-s keys follow the mirror's state_dict", found &&
+               params_find(&u.table, "up.1.attn.0.q.weight") < 0 &&
+               params_find(&u.table, "down.1.downsample.weight") < 0);
+    int i = params_find(&u.table, "up.0.res.0.conv1.weight");
+    check_true("up.0.res.0.conv1 is 256 -> 128 (concat of s5)", i >= 0 &&
+               u.table.info[i].shape[0] == 128 && u.table.info[i].shape[1] == 256);
+    i = params_find(&u.table, "up.0.res.2.conv1.weight");
+    check_true("up.0.res.2.conv1 is 192 -> 128 (concat of s3)", i >= 0 &&
+               u.table.info[i].shape[1] == 192);
+
+    Rng rng;
+    rng_init(&rng, 7);
+    params_init_values(&u.table, u.params, &rng);
+    int zeros = 1;
+    const char *zk[] = {"out_conv.weight", "out_conv.bias", "mid.attn.proj.weight",
+                        "up.1.res.2.conv2.weight"};
+    for (size_t k = 0; k < 4; k++) {
+        const ParamInfo *p = &u.table.info[params_find(&u.table, zk[k])];
+        for (size_t j = 0; j < p->size; j++) zeros &= u.params[p->offset + j] == 0.0f;
+    }
+    check_true("zero-init convs (out_conv, attn proj, conv2) start at zero", zeros);
+    // With out_conv zero the output is exactly zero at init.
+    size_t nl = 2 * 4 * 8 * 8;
+    float *x = xmalloc(nl * sizeof(float)), *out = xmalloc(nl * sizeof(float));
+    rng_normal_fill(&rng, x, nl);
+    int t[2] = {0, 999};
+    unet_forward(&u, out, x, t, 2);
+    int allzero = 1;
+    for (size_t k = 0; k < nl; k++) allzero &= out[k] == 0.0f;
+    check_true("unet-s output at init is zero (zero-init out_conv)", allzero);
+
+    // Bad configurations are reported, not crashed on.
+    UNetConfig bad = c;
+    bad.latent_size = 7;
+    check_true("odd latent size rejected", unet_config_check(&bad, "bad") < 0);
+    bad = c;
+    bad.num_heads = 3;
+    check_true("channels not divisible by heads rejected", unet_config_check(&bad, "bad") < 0);
+    bad = c;
+    bad.num_levels = 0;
+    check_true("no levels rejected", unet_config_check(&bad, "bad") < 0);
+    free(x), free(out);
+    unet_free(&u);
+}
+
+int main(void) {
+    test_resblock();
+    test_attn("attn");
+    test_attn("attn2");
+    test_time_embed();
+    test_unet();
+    test_unet_s();
+    return test_summary("test_unet");
+}
