@@ -68,7 +68,9 @@ int unet_config_check(const UNetConfig *c, const char *what) {
     if (c->latent_size % (1 << (c->num_levels - 1)) != 0)
         return errorf("%s: latent size %d is not divisible by 2^%d (one halving per level)",
                       what, c->latent_size, c->num_levels - 1);
-    if (c->num_res_blocks < 1) return errorf("%s: UNet needs at least one ResBlock a level", what);
+    if (c->num_res_blocks < 1 || c->num_res_blocks > UNET_MAX_RES_BLOCKS)
+        return errorf("%s: UNet takes 1 to %d ResBlocks a level, got %d", what,
+                      UNET_MAX_RES_BLOCKS, c->num_res_blocks);
     if (c->num_attn < 0 || c->num_attn > UNET_MAX_LEVELS)
         return errorf("%s: UNet takes 0 to %d attention resolutions", what, UNET_MAX_LEVELS);
     if (c->num_heads < 1) return errorf("%s: UNet needs at least one attention head", what);
@@ -370,6 +372,9 @@ void time_embed_backward(const TimeEmbed *te, float *grads, const float *dtemb_a
 
 enum { OP_RES, OP_ATTN, OP_DOWN, OP_UP, OP_CONCAT };
 
+// conv_in's output, one per down-path ResBlock, one per Downsample
+#define MAX_SKIPS (1 + UNET_MAX_LEVELS * (UNET_MAX_RES_BLOCKS + 1))
+
 struct UNetOp {
     int kind;
     int C, C2, H, W;     // input dims (C2: the concatenated skip's channels)
@@ -414,11 +419,9 @@ static void unet_build(UNet *u) {
     u->conv_in = params_add_conv(t, "conv_in", c->latent_channels, b, 3, 0);
 
     int ch = b, res = c->latent_size;
-    int skip_ch[4 * UNET_MAX_LEVELS * 8 + 1], nskip = 0;
-    CHECK((size_t)(1 + L * (nrb + 1)) <= sizeof skip_ch / sizeof *skip_ch);
+    int skip_ch[MAX_SKIPS], nskip = 0;
     skip_ch[nskip++] = ch;
-    UNetOp *rops[64], *aops[64];
-    CHECK(nrb + 1 <= 64);
+    UNetOp *rops[UNET_MAX_RES_BLOCKS + 1], *aops[UNET_MAX_RES_BLOCKS + 1];
     for (int l = 0; l < L; l++) {
         int cout = b * c->channel_mult[l], attn = has_attn(c, res);
         for (int j = 0; j < nrb; j++) {
@@ -515,7 +518,7 @@ static void unet_carve(UNet *u, Carver *acts, Carver *grads, int B) {
     // stream: conv_in output s0, then one output per op
     float *cur = u->h0 = carve(acts, (size_t)B * b * S * S);
     float *dcur = u->dh0 = carve(grads, (size_t)B * b * S * S);
-    float *stack[4 * UNET_MAX_LEVELS * 8 + 1], *dstack[4 * UNET_MAX_LEVELS * 8 + 1];
+    float *stack[MAX_SKIPS], *dstack[MAX_SKIPS];
     int nskip = 0;
     stack[nskip] = cur, dstack[nskip++] = dcur;
     for (int i = 0; i < u->n_ops; i++) {

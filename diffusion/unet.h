@@ -14,6 +14,7 @@
 #include "params.h"
 
 #define UNET_MAX_LEVELS 8
+#define UNET_MAX_RES_BLOCKS 16
 
 typedef struct {
     int latent_channels;  // Z: 4
@@ -113,7 +114,9 @@ typedef struct {
     UNetConfig cfg;
     int max_batch;
     ParamTable table;
-    float *params, *grads; // (table.total) each; params may be repointed (EMA)
+    // (table.total) each. Every call reads u->params afresh, so it may point at
+    // an EMA copy for sampling (point it back before unet_free).
+    float *params, *grads;
     // Activations for max_batch items: one allocation carved by unet.c into
     // the blocks' saved tensors, the stream tensors between blocks and their
     // gradients, and the buffers below.
