@@ -25,7 +25,7 @@ expect_ok() {
     else echo "FAIL $desc (exit $?)"; sed 's/^/    /' "$T/err" | tail -5; fails=$((fails + 1)); fi
 }
 
-for p in vae-train vae-encode vae-reconstruct vae-decode; do
+for p in vae-train vae-encode vae-reconstruct vae-decode ldm-train ldm-sample; do
     expect_ok "$p --help" "$B/$p" --help
     expect_fail "$p with an unknown flag" "unknown option" "$B/$p" --bogus
 done
@@ -70,6 +70,27 @@ expect_fail "a checkpoint passed as a cache" "$T/a.h5" "$B/vae-decode" --vae "$T
 expect_ok "reconstruct" "$B/vae-reconstruct" --vae "$T/a.h5" --data fashion-mnist-test --n 16 --out "$T/rec.png"
 grep -q "PSNR" "$T/out" && echo "PASS reconstruct prints the PSNR" || { echo "FAIL reconstruct prints the PSNR"; fails=$((fails + 1)); }
 expect_fail "unwritable output path" "$T/nodir/x.png" "$B/vae-reconstruct" --vae "$T/a.h5" --data fashion-mnist-test --n 4 --out "$T/nodir/x.png"
+
+# Stage 2.
+U="--base-channels 16 --batch 8 --threads 1"
+expect_ok "train a tiny UNet" "$B/ldm-train" --latents "$T/lat.h5" --out "$T/u.h5" --steps 2 $U
+expect_fail "a VAE checkpoint passed as a latent cache" "$T/a.h5" "$B/ldm-train" --latents "$T/a.h5" --out "$T/u2.h5" --steps 1 $U
+expect_ok "encode with the 2-channel VAE" "$B/vae-encode" --vae "$T/b.h5" --data fashion-mnist-test --out "$T/latb.h5" --threads 1
+expect_fail "resume on a cache of another latent shape" "$T/latb.h5" "$B/ldm-train" --latents "$T/latb.h5" --out "$T/u.h5" --steps 3 --resume
+expect_fail "resume with a contradicting --schedule" "contradicts the checkpoint" "$B/ldm-train" --latents "$T/lat.h5" --out "$T/u.h5" --steps 3 --resume --schedule cosine
+expect_fail "unknown schedule" "cosinus" "$B/ldm-train" --latents "$T/lat.h5" --out "$T/u3.h5" --steps 1 --schedule cosinus
+expect_fail "--sample-every without --vae" "needs --vae" "$B/ldm-train" --latents "$T/lat.h5" --out "$T/u3.h5" --steps 1 --sample-every 1
+expect_ok "sample 4 images" "$B/ldm-sample" --unet "$T/u.h5" --vae "$T/a.h5" --n 4 --steps 3 --out "$T/s.png" --out-dir "$T/imgs" --threads 1
+[ "$(ls "$T/imgs" | wc -l)" -eq 4 ] && echo "PASS --out-dir holds the 4 images only" || { echo "FAIL --out-dir contents"; fails=$((fails + 1)); }
+expect_fail "a VAE checkpoint passed as --unet" "expected a unet checkpoint" "$B/ldm-sample" --unet "$T/a.h5" --vae "$T/a.h5" --n 4 --out "$T/s.png"
+expect_fail "a UNet checkpoint passed as --vae" "expected a vae checkpoint" "$B/ldm-sample" --unet "$T/u.h5" --vae "$T/u.h5" --n 4 --out "$T/s.png"
+expect_fail "a VAE of another latent shape" "decodes" "$B/ldm-sample" --unet "$T/u.h5" --vae "$T/b.h5" --n 4 --out "$T/s.png"
+expect_ok "train the tiny VAE one more step (new hash)" "$B/vae-train" --data fashion-mnist-test --out "$T/a.h5" --steps 5 --resume
+expect_fail "a VAE whose hash differs" "hash" "$B/ldm-sample" --unet "$T/u.h5" --vae "$T/a.h5" --n 4 --out "$T/s.png"
+expect_fail "DDIM steps larger than T" "--steps 1001" "$B/ldm-sample" --unet "$T/u.h5" --vae "$T/a.h5" --n 4 --steps 1001 --out "$T/s.png"
+expect_fail "--n 0" "--n must be at least 1" "$B/ldm-sample" --unet "$T/u.h5" --vae "$T/a.h5" --n 0 --out "$T/s.png"
+expect_fail "unwritable sample path" "$T/nodir/s.png" "$B/ldm-sample" --unet "$T/u.h5" --vae "$T/a.h5" --n 4 --out "$T/nodir/s.png"
+expect_fail "unwritable checkpoint path" "$T/nodir/u.h5" "$B/ldm-train" --latents "$T/lat.h5" --out "$T/nodir/u.h5" --steps 1 $U
 
 echo "cli_test: $fails failure(s)"
 [ $fails -eq 0 ]
