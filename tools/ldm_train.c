@@ -188,6 +188,7 @@ static int sample_grid(UNet *u, float *ema, const Schedule *s, int pred, Vae *va
 }
 
 int main(int argc, char **argv) {
+    tool_process_init();
     Flags f = {.latents = NULL, .out = NULL, .vae = NULL, .schedule = "linear",
                .prediction = "eps", .mult = "1,2", .attn = "4", .lr = 2e-4, .ema = 0.999,
                .batch = 128, .base_channels = 64, .num_res_blocks = 2, .heads = 1,

@@ -1,14 +1,28 @@
 #include "toolkit.h"
 
 #include <dirent.h>
+#include <hdf5.h>
 #include <math.h>
 #include <omp.h>
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "common.h"
 
 int default_threads(void) { return omp_get_num_procs(); }
+
+void tool_process_init(void) {
+    // Past a file-size limit (ulimit -f) the kernel sends SIGXFSZ, whose
+    // default action kills the process mid-write; ignored, write() fails
+    // with EFBIG and the checkpoint/cache writers report it.
+    signal(SIGXFSZ, SIG_IGN);
+    // HDF5 1.10 closes every open file in an atexit() handler; a file whose
+    // close already failed (disk full while flushing) makes that handler
+    // crash. The kernel closes our descriptors anyway, so skip it. This must
+    // come before the first HDF5 call.
+    H5dont_atexit();
+}
 
 double vae_psnr(Vae *v, const ImageSet *s, int start, int n) {
     const VaeConfig *c = &v->cfg;

@@ -7,6 +7,11 @@
 // Default thread count: all cores the process may use.
 int default_threads(void);
 
+// First call in the main() of every program that writes checkpoints or
+// caches: a file that cannot be written must end in a message and a
+// non-zero exit, not in a signal (see toolkit.c).
+void tool_process_init(void);
+
 // PSNR = 10 log10(4 / MSE) of decode(posterior mean), clamped to [-1, 1],
 // against items [start, start + n) of s, batched by v->max_batch.
 double vae_psnr(Vae *v, const ImageSet *s, int start, int n);

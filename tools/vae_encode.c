@@ -14,6 +14,7 @@
 #include "vae_ckpt.h"
 
 int main(int argc, char **argv) {
+    tool_process_init();
     const char *vae_path = NULL, *data = NULL, *out = NULL;
     int batch = 256, seed = 0, threads = default_threads();
     Opt opts[] = {

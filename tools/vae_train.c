@@ -85,6 +85,7 @@ static int resume_settings(Flags *f, const Opt *o, int no, const Attrs *a, VaeCo
 }
 
 int main(int argc, char **argv) {
+    tool_process_init();
     Flags f = {.data = NULL, .out = NULL, .steps = 0, .epochs = 0, .minutes = 0,
                .batch = 128, .lr = 1e-3, .kl_weight = 1e-3, .image_size = 32,
                .channels = 1, .base_channels = 32, .latent_channels = 4,
