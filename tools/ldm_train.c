@@ -343,7 +343,7 @@ int main(int argc, char **argv) {
     Progress prog;
     progress_init(&prog, step);
     double t0 = now_seconds(), budget = f.minutes * 60.0;
-    long items = 0;
+    long items = 0, nan_step = fault_nan_step();
     int status = 0;
     while (!total || step < total) {
         long epoch = step / spe, pos = step % spe;
@@ -355,6 +355,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < b; i++) t[i] = (int)rng_below(&r, T_STEPS);
 
         float loss = diffusion_loss_forward(&u, &sched, run.prediction, x0, noise, t, b);
+        if (step + 1 == nan_step) loss = NAN;
         memset(u.grads, 0, P * sizeof(float));
         diffusion_loss_backward(&u);
         double gnorm = clip_grad_norm(u.grads, P, 1.0);

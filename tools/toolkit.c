@@ -24,6 +24,11 @@ void tool_process_init(void) {
     H5dont_atexit();
 }
 
+long fault_nan_step(void) {
+    const char *s = getenv("LDM_FAULT_NAN_STEP");
+    return s ? atol(s) : 0;
+}
+
 double vae_psnr(Vae *v, const ImageSet *s, int start, int n) {
     const VaeConfig *c = &v->cfg;
     int B = v->max_batch, h = vae_latent_size(c);

@@ -12,6 +12,12 @@ int default_threads(void);
 // non-zero exit, not in a signal (see toolkit.c).
 void tool_process_init(void);
 
+// Fault injection for tests/robust_test.sh: the environment variable
+// LDM_FAULT_NAN_STEP=N makes the training tools treat the loss of step N
+// (1-based, as logged) as NaN, to check that a non-finite loss stops the run
+// with a message and leaves the last good checkpoint untouched. 0 when unset.
+long fault_nan_step(void);
+
 // PSNR = 10 log10(4 / MSE) of decode(posterior mean), clamped to [-1, 1],
 // against items [start, start + n) of s, batched by v->max_batch.
 double vae_psnr(Vae *v, const ImageSet *s, int start, int n);

@@ -47,6 +47,9 @@ int main(int argc, char **argv) {
     char hash[17];
     vae_hash_of(hash, &v);
 
+    // Installed before the temporary cache file exists, so that no SIGINT
+    // can kill the process between its creation and the loop's check.
+    interrupt_install();
     LatentCacheWriter w;
     if (latent_cache_create(&w, out, set.N, c->latent_channels, h, h, set.labels != NULL))
         return 1;
@@ -59,7 +62,6 @@ int main(int argc, char **argv) {
     rng_init(&rng, (uint64_t)seed);
     // scale_factor = 1 / std of latents drawn once over the whole set, in double.
     double sum = 0, sumsq = 0;
-    interrupt_install();
     Progress prog;
     progress_init(&prog, 0);
     long nb = (set.N + batch - 1) / batch;

@@ -203,7 +203,7 @@ int main(int argc, char **argv) {
     Progress prog;
     progress_init(&prog, step);
     double t0 = now_seconds(), budget = f.minutes * 60.0;
-    long items = 0;
+    long items = 0, nan_step = fault_nan_step();
     int status = 0;
     while (!total || step < total) {
         long epoch = step / spe, pos = step % spe;
@@ -215,6 +215,7 @@ int main(int argc, char **argv) {
         rng_normal_fill(&r, eps, b * lat);
 
         float loss = vae_forward(&v, x, eps, b);
+        if (step + 1 == nan_step) loss = NAN;
         memset(v.grads, 0, P * sizeof(float));
         vae_backward(&v);
         double gsq = 0;
