@@ -1,0 +1,211 @@
+#!/bin/sh
+# "Nothing lost, nothing crashes", end to end through the real tools:
+#   - exact resume: --steps 2N in one go == --steps N then --steps 2N --resume
+#     (every dataset and attribute bit-identical, same logged loss at every
+#     step), for vae-train and ldm-train, also from a periodic checkpoint and
+#     from one written on SIGINT/SIGTERM;
+#   - SIGINT/SIGTERM during training: checkpoint at the current step, exit 0;
+#     during vae-encode: exit 130, nothing at the output path;
+#   - kill -9 mid-checkpoint (LDM_FAULT_CKPT_ABORT) and at random moments:
+#     the previous checkpoint stays whole and resumable;
+#   - --keep K keeps the newest K step-numbered copies;
+#   - a NaN loss (LDM_FAULT_NAN_STEP) stops with a message naming the step,
+#     the last good checkpoint untouched;
+#   - a file that cannot be written (ulimit -f): message, non-zero exit, the
+#     previous file intact, no temporary left.
+# Needs h5diff (Debian hdf5-tools). usage: robust_test.sh BUILD_DIR
+set -u
+B=$(cd "$1" && pwd)/tools
+if ! command -v h5diff >/dev/null 2>&1 || ! command -v h5dump >/dev/null 2>&1; then
+    echo "robust_test: h5diff/h5dump not found (apt-get install hdf5-tools)"
+    exit 77 # meson: skipped
+fi
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fails=0
+pass() { echo "PASS $*"; }
+fail() { echo "FAIL $*"; fails=$((fails + 1)); }
+# check DESC CMD...: CMD must succeed.
+check() { d=$1; shift; if "$@"; then pass "$d"; else fail "$d"; fi; }
+
+# run NAME CMD...: runs CMD with stdout+stderr in $T/NAME.err, sets $rc.
+run() { n=$1; shift; "$@" >"$T/$n.err" 2>&1; rc=$?; }
+ok() { # ok NAME: the last run exited 0, else print its tail
+    if [ "$rc" -eq 0 ]; then return 0; fi
+    echo "    (exit $rc)"; tail -3 "$T/$1.err" | sed 's/^/    /'; return 1
+}
+# same_ckpt A B: every dataset and attribute identical (h5diff compares
+# values exactly when no tolerance is given; objects in one file only count).
+same_ckpt() {
+    h5diff -q "$1" "$2" >/dev/null 2>&1 && return 0
+    h5diff "$1" "$2" 2>&1 | grep -v '^0 differences' | grep -B1 'differences\|Not comparable' | head -6 | sed 's/^/    /'
+    return 1
+}
+# train_lines LOG: the per-step training records without timings.
+train_lines() { grep '"loss"' "$1" | sed 's/, "img_per_s".*//'; }
+same_losses() {
+    train_lines "$1" >"$T/l1"; train_lines "$2" >"$T/l2"
+    [ -s "$T/l1" ] && cmp -s "$T/l1" "$T/l2" && return 0
+    diff "$T/l1" "$T/l2" | head -4 | sed 's/^/    /'; return 1
+}
+# ckpt_step FILE: the root attribute `step`.
+ckpt_step() { h5dump -a /step "$1" 2>/dev/null | sed -n 's/.*(0): \([0-9-]*\).*/\1/p'; }
+no_tmp() { ! ls "$1".tmp.* >/dev/null 2>&1; }
+# wait_lines LOG N: waits (up to 60 s) until LOG has N training records.
+wait_lines() {
+    i=0
+    while [ "$(cat "$1" 2>/dev/null | grep -c '"loss"')" -lt "$2" ] && [ $i -lt 600 ]; do
+        sleep 0.1; i=$((i + 1))
+    done
+}
+
+V="--data fashion-mnist-test --batch 16 --base-channels 4 --threads 1 --eval-every 1000"
+VR="--data fashion-mnist-test --threads 1 --eval-every 1000"
+
+# ---------------------------------------------------------------- vae-train
+run v1 "$B/vae-train" $V --out "$T/v1.h5" --steps 20 --ckpt-every 5 --keep 3
+check "vae-train 20 steps in one go (--ckpt-every 5 --keep 3)" ok v1
+run v2a "$B/vae-train" $V --out "$T/v2.h5" --steps 10
+run v2b "$B/vae-train" $VR --out "$T/v2.h5" --steps 20 --resume
+check "vae-train 10 steps, then --resume to 20" ok v2b
+check "vae resume: checkpoints bit-identical (every dataset, attribute)" same_ckpt "$T/v1.h5" "$T/v2.h5"
+check "vae resume: same loss/rec/kl logged at every step" same_losses "$T/v1.h5.log.jsonl" "$T/v2.h5.log.jsonl"
+kept=$(cd "$T" && ls v1.step*.h5 2>/dev/null | tr '\n' ' ')
+check "--keep 3 leaves exactly step10, step15, step20 (got: $kept)" test "$kept" = "v1.step10.h5 v1.step15.h5 v1.step20.h5 "
+check "the numbered copy of step 15 says step 15" test "$(ckpt_step "$T/v1.step15.h5")" = 15
+cp "$T/v1.step10.h5" "$T/v3.h5"
+run v3 "$B/vae-train" $VR --out "$T/v3.h5" --steps 20 --resume
+check "vae resume from the periodic checkpoint of step 10" ok v3
+check "vae resume from a periodic checkpoint: bit-identical at step 20" same_ckpt "$T/v1.h5" "$T/v3.h5"
+
+# SIGINT in the middle of a run.
+"$B/vae-train" $V --out "$T/vi.h5" --steps 1000000 >"$T/vi.err" 2>&1 &
+pid=$!
+wait_lines "$T/vi.h5.log.jsonl" 15
+kill -INT $pid; wait $pid; rc=$?
+S=$(sed -n 's/.*interrupted; checkpoint written to .* at step \([0-9]*\).*/\1/p' "$T/vi.err")
+check "vae-train on SIGINT: exit 0 and 'checkpoint written ... at step S' (S=$S)" test "$rc" -eq 0 -a -n "$S"
+if [ -n "$S" ]; then
+    check "the SIGINT checkpoint is at step $S" test "$(ckpt_step "$T/vi.h5")" = "$S"
+    S2=$((S + 7))
+    run vi2 "$B/vae-train" $VR --out "$T/vi.h5" --steps $S2 --resume
+    run vr "$B/vae-train" $V --out "$T/vr.h5" --steps $S2
+    check "vae resume from the SIGINT checkpoint (step $S -> $S2) and a run to $S2 in one go" ok vi2
+    check "vae resume from SIGINT: bit-identical at step $S2" same_ckpt "$T/vr.h5" "$T/vi.h5"
+    check "vae resume from SIGINT: same losses at every step" same_losses "$T/vr.h5.log.jsonl" "$T/vi.h5.log.jsonl"
+fi
+
+# kill -9 in the middle of writing a checkpoint (fault injection: _exit(3)
+# halfway through the temporary file).
+cp "$T/v2.h5" "$T/v2.before"
+LDM_FAULT_CKPT_ABORT=1 "$B/vae-train" $VR --out "$T/v2.h5" --steps 25 --resume >"$T/vf.err" 2>&1; rc=$?
+check "vae-train killed mid-checkpoint (exit $rc, wanted 3)" test $rc -eq 3
+check "... the previous checkpoint is byte-identical" cmp -s "$T/v2.h5" "$T/v2.before"
+rm -f "$T"/v2.h5.tmp.*
+run v2c "$B/vae-train" $VR --out "$T/v2.h5" --steps 25 --resume
+run v25 "$B/vae-train" $V --out "$T/v25.h5" --steps 25
+check "... and resumes from it to step 25" ok v2c
+check "... matching a run to 25 in one go" same_ckpt "$T/v2.h5" "$T/v25.h5"
+
+# NaN loss at step 8 with checkpoints every 5: stops, step-5 file untouched.
+run vn0 "$B/vae-train" $V --out "$T/vn.h5" --steps 5
+cp "$T/vn.h5" "$T/vn.before"
+LDM_FAULT_NAN_STEP=8 "$B/vae-train" $VR --out "$T/vn.h5" --steps 10 --ckpt-every 5 --resume >"$T/vn.err" 2>&1; rc=$?
+check "vae-train NaN at step 8: non-zero exit ($rc) and a message naming step 8" \
+    grep -q "step 8: the loss is not finite" "$T/vn.err"
+[ $rc -ne 0 ] && [ $rc -lt 128 ] || fail "vae-train NaN exit code $rc"
+check "... the step-5 checkpoint is byte-identical" cmp -s "$T/vn.h5" "$T/vn.before"
+LDM_FAULT_NAN_STEP=1 "$B/vae-train" $V --out "$T/vn1.h5" --steps 3 >"$T/vn1.err" 2>&1; rc=$?
+check "vae-train NaN at step 1: exit $rc, no checkpoint created" test $rc -eq 1 -a ! -e "$T/vn1.h5"
+
+# A file-size limit (as a full disk): the checkpoint cannot be written.
+(ulimit -f 40; exec "$B/vae-train" $VR --out "$T/v2.h5" --steps 30 --resume) >"$T/vd.err" 2>&1; rc=$?
+check "vae-train under ulimit -f: exit 1 (got $rc) with a message" \
+    test $rc -eq 1 -a -n "$(grep 'writing the checkpoint failed' "$T/vd.err")"
+check "... the previous checkpoint (step 25) is intact" same_ckpt "$T/v2.h5" "$T/v25.h5"
+check "... no temporary file left" no_tmp "$T/v2.h5"
+
+# ---------------------------------------------------------------- vae-encode
+run enc "$B/vae-encode" --vae "$T/v1.h5" --data fashion-mnist-test --out "$T/lat.h5" --threads 1
+check "vae-encode with the tiny VAE" ok enc
+"$B/vae-encode" --vae "$T/v1.h5" --data fashion-mnist-test --out "$T/lat2.h5" --threads 1 --batch 4 >"$T/ei.err" 2>&1 &
+pid=$!
+i=0
+while ! ls "$T"/lat2.h5.tmp.* >/dev/null 2>&1 && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
+kill -INT $pid; wait $pid; rc=$?
+check "vae-encode on SIGINT: exit 130 (got $rc)" test $rc -eq 130
+check "... no file at the output path, no temporary" test ! -e "$T/lat2.h5" -a -z "$(ls "$T"/lat2.h5.tmp.* 2>/dev/null)"
+(ulimit -f 40; exec "$B/vae-encode" --vae "$T/v1.h5" --data fashion-mnist-test --out "$T/lat3.h5" --threads 1) >"$T/ed.err" 2>&1; rc=$?
+check "vae-encode under ulimit -f: exit 1 (got $rc), nothing at the output path, no temporary" \
+    test $rc -eq 1 -a ! -e "$T/lat3.h5" -a -z "$(ls "$T"/lat3.h5.tmp.* 2>/dev/null)"
+
+# ---------------------------------------------------------------- ldm-train
+U="--latents $T/lat.h5 --base-channels 16 --batch 16 --threads 1 --eval-every 1000"
+UR="--latents $T/lat.h5 --threads 1 --eval-every 1000"
+run u1 "$B/ldm-train" $U --out "$T/u1.h5" --steps 8 --ckpt-every 2 --keep 2
+check "ldm-train 8 steps in one go (--ckpt-every 2 --keep 2)" ok u1
+run u2a "$B/ldm-train" $U --out "$T/u2.h5" --steps 4
+run u2b "$B/ldm-train" $UR --out "$T/u2.h5" --steps 8 --resume
+check "ldm-train 4 steps, then --resume to 8" ok u2b
+check "ldm resume: checkpoints bit-identical (model, optim, ema, attributes)" same_ckpt "$T/u1.h5" "$T/u2.h5"
+check "ldm resume: same loss and grad norm at every step" same_losses "$T/u1.h5.log.jsonl" "$T/u2.h5.log.jsonl"
+kept=$(cd "$T" && ls u1.step*.h5 2>/dev/null | tr '\n' ' ')
+check "--keep 2 leaves exactly step6, step8 (got: $kept)" test "$kept" = "u1.step6.h5 u1.step8.h5 "
+cp "$T/u1.step6.h5" "$T/u3.h5"
+run u3 "$B/ldm-train" $UR --out "$T/u3.h5" --steps 8 --resume
+check "ldm resume from the periodic checkpoint of step 6: bit-identical at 8" same_ckpt "$T/u1.h5" "$T/u3.h5"
+
+# SIGTERM in the middle of a run.
+"$B/ldm-train" $U --out "$T/ui.h5" --steps 1000000 >"$T/ui.err" 2>&1 &
+pid=$!
+wait_lines "$T/ui.h5.log.jsonl" 3
+kill -TERM $pid; wait $pid; rc=$?
+S=$(sed -n 's/.*interrupted; checkpoint written to .* at step \([0-9]*\).*/\1/p' "$T/ui.err")
+check "ldm-train on SIGTERM: exit 0 and 'checkpoint written ... at step S' (S=$S)" test "$rc" -eq 0 -a -n "$S"
+if [ -n "$S" ]; then
+    check "the SIGTERM checkpoint is at step $S" test "$(ckpt_step "$T/ui.h5")" = "$S"
+    S2=$((S + 3))
+    run ui2 "$B/ldm-train" $UR --out "$T/ui.h5" --steps $S2 --resume
+    run ur "$B/ldm-train" $U --out "$T/ur.h5" --steps $S2
+    check "ldm resume from the SIGTERM checkpoint (step $S -> $S2)" ok ui2
+    check "ldm resume from SIGTERM: bit-identical at step $S2" same_ckpt "$T/ur.h5" "$T/ui.h5"
+    check "ldm resume from SIGTERM: same losses at every step" same_losses "$T/ur.h5.log.jsonl" "$T/ui.h5.log.jsonl"
+fi
+
+# kill -9 mid-checkpoint, then resume.
+cp "$T/u2.h5" "$T/u2.before"
+LDM_FAULT_CKPT_ABORT=1 "$B/ldm-train" $UR --out "$T/u2.h5" --steps 9 --resume >"$T/uf.err" 2>&1; rc=$?
+check "ldm-train killed mid-checkpoint (exit $rc, wanted 3)" test $rc -eq 3
+check "... the previous checkpoint is byte-identical" cmp -s "$T/u2.h5" "$T/u2.before"
+run u2c "$B/ldm-train" $UR --out "$T/u2.h5" --steps 9 --resume
+check "... and resumes from it" ok u2c
+
+# Real kill -9 at random moments of a run that checkpoints every step: the
+# file at --out is always a whole checkpoint that resumes.
+for delay in 0.7 1.1 1.6; do
+    "$B/ldm-train" $UR --out "$T/u2.h5" --steps 1000000 --ckpt-every 1 --resume >/dev/null 2>&1 &
+    pid=$!
+    sleep $delay
+    kill -9 $pid; wait $pid 2>/dev/null
+    s=$(ckpt_step "$T/u2.h5")
+    run uk "$B/ldm-train" $UR --out "$T/u2.h5" --steps $((s + 1)) --resume
+    check "kill -9 after ${delay}s: checkpoint at step $s is whole and resumes" ok uk
+    rm -f "$T"/u2.h5.tmp.*
+done
+
+# NaN loss; a file-size limit.
+cp "$T/u2.h5" "$T/u2.before"
+s=$(ckpt_step "$T/u2.h5")
+LDM_FAULT_NAN_STEP=$((s + 2)) "$B/ldm-train" $UR --out "$T/u2.h5" --steps $((s + 4)) --ckpt-every 1 --resume >"$T/un.err" 2>&1; rc=$?
+check "ldm-train NaN at step $((s + 2)): exit 1 (got $rc) naming the step" \
+    test $rc -eq 1 -a -n "$(grep "step $((s + 2)): the loss is not finite" "$T/un.err")"
+check "... the checkpoint is the one of step $((s + 1)) (not overwritten)" test "$(ckpt_step "$T/u2.h5")" = $((s + 1))
+cp "$T/u2.h5" "$T/u2.before"
+(ulimit -f 100; exec "$B/ldm-train" $UR --out "$T/u2.h5" --steps $((s + 3)) --resume) >"$T/ud.err" 2>&1; rc=$?
+check "ldm-train under ulimit -f: exit 1 (got $rc) with a message" \
+    test $rc -eq 1 -a -n "$(grep 'writing the checkpoint failed' "$T/ud.err")"
+check "... the previous checkpoint is byte-identical, no temporary left" cmp -s "$T/u2.h5" "$T/u2.before"
+check "... no temporary file left" no_tmp "$T/u2.h5"
+
+echo "robust_test: $fails failure(s)"
+[ $fails -eq 0 ]
