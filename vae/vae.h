@@ -45,6 +45,8 @@ float vae_forward(Vae *v, const float *x, const float *eps, int B);
 void vae_backward(Vae *v);
 
 // Inference. mean, logvar (B, Z, h, w); logvar clamped to [-30, 20].
+// Both reuse the training activations, so they must not come between a
+// vae_forward and its vae_backward (vae_backward aborts if they do).
 void vae_encode(Vae *v, float *mean, float *logvar, const float *x, int B);
 // z (B, Z, h, w) -> x_hat (B, C, S, S) (not clamped).
 void vae_decode(Vae *v, float *xhat, const float *z, int B);
