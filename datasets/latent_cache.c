@@ -263,6 +263,7 @@ static int read_str_attr(LatentCache *c, const char *name, char *out, size_t cap
 static int validate(LatentCache *c) {
     const char *path = c->path;
     hsize_t dm[4], dl[4], dlab[1];
+    char hash[64]; // read wider than 16 so that a longer value is not truncated into a valid one
     c->dmean = open_checked(c, "mean", H5T_FLOAT, "floating-point", 4, dm);
     if (c->dmean < 0) return -1;
     c->dlogvar = open_checked(c, "logvar", H5T_FLOAT, "floating-point", 4, dl);
@@ -295,7 +296,7 @@ static int validate(LatentCache *c) {
         read_num_attr(c, "image_size", 0, &c->image_size) != 0 ||
         read_num_attr(c, "in_channels", 0, &c->in_channels) != 0 ||
         read_str_attr(c, "source", c->source, sizeof c->source) != 0 ||
-        read_str_attr(c, "vae_hash", c->vae_hash, sizeof c->vae_hash) != 0)
+        read_str_attr(c, "vae_hash", hash, sizeof hash) != 0)
         return -1;
     if (!isfinite(c->scale_factor) || c->scale_factor <= 0)
         return errorf("%s: scale_factor %g must be finite and positive", path, c->scale_factor);
@@ -307,9 +308,10 @@ static int validate(LatentCache *c) {
                       c->image_size, c->h, c->w);
     if (c->in_channels != 1 && c->in_channels != 3)
         return errorf("%s: in_channels %d, expected 1 or 3", path, c->in_channels);
-    int hex = (int)strlen(c->vae_hash) == 16;
-    for (int i = 0; hex && i < 16; i++) hex = isxdigit((unsigned char)c->vae_hash[i]) != 0;
-    if (!hex) return errorf("%s: vae_hash '%s' is not 16 hex digits", path, c->vae_hash);
+    int hex = (int)strlen(hash) == 16;
+    for (int i = 0; hex && i < 16; i++) hex = isxdigit((unsigned char)hash[i]) != 0;
+    if (!hex) return errorf("%s: vae_hash '%s' is not 16 hex digits", path, hash);
+    memcpy(c->vae_hash, hash, sizeof c->vae_hash);
     return 0;
 }
 
