@@ -16,7 +16,7 @@ int main(int argc, char **argv) {
     Opt opts[] = {
         {"--vae", OPT_STR, &vae_path, "VAE checkpoint", 0},
         {"--data", OPT_STR, &data, "image source (e.g. fashion-mnist-test)", 0},
-        {"--n", OPT_INT, &n, "images to reconstruct (the first n of the source)", 0},
+        {"--n", OPT_INT, &n, "images whose PSNR is measured (the first n of the source); the grid shows up to 64", 0},
         {"--out", OPT_STR, &out, "grid PNG: each original followed by its reconstruction", 0},
         {"--threads", OPT_INT, &threads, "threads", 0},
     };
@@ -36,31 +36,30 @@ int main(int argc, char **argv) {
     if (n > set.N) n = set.N;
     double psnr = vae_psnr(&v, &set, 0, n);
 
-    int S = c->image_size, h = vae_latent_size(c);
+    // The grid: the first `shown` originals, each followed by its reconstruction.
+    int shown = n < 64 ? n : 64, S = c->image_size, h = vae_latent_size(c);
     size_t img = (size_t)c->in_channels * S * S, lat = (size_t)c->latent_channels * h * h;
-    float *x = xmalloc(n * img * sizeof(float));           // (n, C, S, S)
-    float *pairs = xmalloc(2 * n * img * sizeof(float));   // (2n, C, S, S)
-    float *mean = xmalloc(n * lat * sizeof(float));        // (n, Z, h, w)
-    float *logvar = xmalloc(n * lat * sizeof(float));      // (n, Z, h, w)
-    float *rec = xmalloc(n * img * sizeof(float));         // (n, C, S, S)
-    int *idx = xmalloc(n * sizeof(int));
-    for (int i = 0; i < n; i++) idx[i] = i;
-    imageset_batch(x, &set, idx, n, NULL);
-    for (int i0 = 0; i0 < n; i0 += v.max_batch) {
-        int b = n - i0 < v.max_batch ? n - i0 : v.max_batch;
+    float *x = xmalloc(shown * img * sizeof(float));         // (shown, C, S, S)
+    float *rec = xmalloc(shown * img * sizeof(float));       // (shown, C, S, S)
+    float *pairs = xmalloc(2 * shown * img * sizeof(float)); // (2 shown, C, S, S)
+    float *mean = xmalloc(shown * lat * sizeof(float));      // (shown, Z, h, w)
+    float *logvar = xmalloc(shown * lat * sizeof(float));    // (shown, Z, h, w)
+    int idx[64];
+    for (int i = 0; i < shown; i++) idx[i] = i;
+    imageset_batch(x, &set, idx, shown, NULL);
+    for (int i0 = 0; i0 < shown; i0 += v.max_batch) {
+        int b = shown - i0 < v.max_batch ? shown - i0 : v.max_batch;
         vae_encode(&v, mean + i0 * lat, logvar + i0 * lat, x + i0 * img, b);
         vae_decode(&v, rec + i0 * img, mean + i0 * lat, b);
     }
-    // Interleave: original i, reconstruction i.
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < shown; i++) {
         memcpy(pairs + (2 * i) * img, x + i * img, img * sizeof(float));
         memcpy(pairs + (2 * i + 1) * img, rec + i * img, img * sizeof(float));
     }
-    int cols = 16;
-    if (png_write_grid(out, pairs, 2 * n, c->in_channels, S, S, cols)) return 1;
+    if (png_write_grid(out, pairs, 2 * shown, c->in_channels, S, S, 16)) return 1;
     printf("PSNR %.3f dB over %d images of %s\n", psnr, n, set.source);
     fprintf(stderr, "vae-reconstruct: wrote %s (pairs: original, reconstruction)\n", out);
-    free(x), free(pairs), free(mean), free(logvar), free(idx), free(rec);
+    free(x), free(rec), free(pairs), free(mean), free(logvar);
     vae_free(&v);
     imageset_free(&set);
     return 0;
