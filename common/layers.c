@@ -28,32 +28,78 @@ static void valid_range(int *lo, int *hi, int kk, int s, int p, int n, int on) {
     *hi = h;
 }
 
+// Small planes (the UNet's 4x4 and 8x8, the VAE's up to 32x32): each task
+// copies one (item, channel) plane into a zero-bordered local buffer once,
+// then every (ki, kj) row is a plain strided read of it, with no bounds
+// tests and no library calls on rows that are only 4 to 32 floats long.
+// GCC would turn the short copy loops back into memcpy/memset calls, which
+// is what this layout is meant to avoid; the attribute keeps them as loops.
+#define IM2COL_PAD_MAX 4096 // floats of padded plane kept on the stack
+
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
 static void im2col(float *cols, const float *img, int B, int C, int H, int W,
                    int k, int s, int p, int OH, int OW) {
     // cols (C*k*k, B*OH*OW), img (B, C, H, W)
     size_t OHW = (size_t)OH * OW, N = (size_t)B * OHW;
+    int PH = (OH - 1) * s + k, PW = (OW - 1) * s + k; // padded extent read
+    if ((size_t)PH * PW <= IM2COL_PAD_MAX) {
+#pragma omp parallel for collapse(2) schedule(static)
+        for (int c = 0; c < C; c++) {
+            for (int b = 0; b < B; b++) {
+                float pad[IM2COL_PAD_MAX]; // (PH, PW): img plane at offset (p, p)
+                const float *plane = img + ((size_t)b * C + c) * H * W;
+                for (int y = 0; y < PH; y++) {
+                    int iy = y - p;
+                    float *prow = pad + (size_t)y * PW;
+                    if (iy < 0 || iy >= H) {
+                        for (int x = 0; x < PW; x++) prow[x] = 0.0f;
+                        continue;
+                    }
+                    const float *src = plane + (size_t)iy * W;
+                    for (int x = 0; x < PW; x++) {
+                        int ix = x - p;
+                        prow[x] = ix >= 0 && ix < W ? src[ix] : 0.0f;
+                    }
+                }
+                for (int ki = 0; ki < k; ki++) {
+                    for (int kj = 0; kj < k; kj++) {
+                        float *dst = cols + (size_t)((c * k + ki) * k + kj) * N + b * OHW;
+                        for (int oh = 0; oh < OH; oh++) {
+                            const float *src = pad + (size_t)(oh * s + ki) * PW + kj;
+                            float *d = dst + (size_t)oh * OW;
+                            if (s == 1) {
+                                for (int ow = 0; ow < OW; ow++) d[ow] = src[ow];
+                            } else {
+                                for (int ow = 0; ow < OW; ow++) d[ow] = src[ow * s];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return;
+    }
+    // Large planes: one task per (row, item), copying runs of each input row.
     int rows = C * k * k;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for collapse(2) schedule(static)
     for (int r = 0; r < rows; r++) {
-        int c = r / (k * k), ki = (r / k) % k, kj = r % k;
-        int lo, hi;
-        valid_range(&lo, &hi, kj, s, p, W, OW);
-        float *row = cols + (size_t)r * N;
         for (int b = 0; b < B; b++) {
+            int c = r / (k * k), ki = (r / k) % k, kj = r % k;
+            int lo, hi;
+            valid_range(&lo, &hi, kj, s, p, W, OW);
             const float *plane = img + ((size_t)b * C + c) * H * W;
-            for (int oh = 0; oh < OH; oh++) {
-                float *dst = row + b * OHW + (size_t)oh * OW;
+            float *dst = cols + (size_t)r * N + b * OHW;
+            int sh = kj - p; // ow maps to iw = ow * s + sh
+            for (int oh = 0; oh < OH; oh++, dst += OW) {
                 int ih = oh * s - p + ki;
                 if (ih < 0 || ih >= H) {
                     memset(dst, 0, (size_t)OW * sizeof(float));
                     continue;
                 }
                 const float *src = plane + (size_t)ih * W; // input row
-                int sh = kj - p; // ow maps to iw = ow * s + sh
                 for (int ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
                 if (s == 1) {
-                    if (hi > lo)
-                        memcpy(dst + lo, src + lo + sh, (size_t)(hi - lo) * sizeof(float));
+                    memcpy(dst + lo, src + lo + sh, (size_t)(hi - lo) * sizeof(float));
                 } else {
                     for (int ow = lo; ow < hi; ow++) dst[ow] = src[ow * s + sh];
                 }
@@ -140,7 +186,16 @@ static int conv_out(int n, int k, int s, int p) { return (n + 2 * p - k) / s + 1
 size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int k, int s, int p) {
     size_t N = (size_t)B * conv_out(H, k, s, p) * conv_out(W, k, s, p);
     // cols (C*k*k, N) + GEMM result or permuted dout (OC, N)
-    return ((size_t)C * k * k + OC) * N;
+    size_t n = ((size_t)C * k * k + OC) * N;
+    if (s == 1 && !(k == 1 && p == 0)) {
+        // backward by im2col of dout: dcols (OC*k*k, B*H*W) in place of cols,
+        // din_perm (C, B*H*W) after the permuted dout, flipped weights (C, OC*k*k)
+        size_t NI = (size_t)B * H * W;
+        size_t dc = (size_t)OC * k * k * NI;
+        n = (dc > (size_t)C * k * k * N ? dc : (size_t)C * k * k * N) + (size_t)OC * N +
+            (size_t)C * NI + (size_t)C * OC * k * k;
+    }
+    return n;
 }
 
 void conv2d_forward(float *out, const float *in, const float *w, const float *b,
@@ -193,6 +248,27 @@ void conv2d_backward(float *din, float *dw, float *db, const float *dout,
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, K, (int)N,
                 1.0f, doutp, (int)N, cols, (int)N, 1.0f, dw, K);
     if (!din) return;
+    if (s == 1 && !one) {
+        // A stride-1 conv's input gradient is itself a stride-1 conv of dout
+        // with the kernel flipped in space and its channel axes swapped,
+        // padded by k-1-p. Gathering dout with im2col and permuting the
+        // result back costs far less than col2im's scattered accumulation.
+        size_t NI = (size_t)B * H * W, KO = (size_t)OC * k * k;
+        float *dcols = scratch;                                   // (OC*k*k, B*H*W)
+        size_t big = KO * NI > (size_t)K * N ? KO * NI : (size_t)K * N;
+        float *dinp = scratch + big + (size_t)OC * N;             // (C, B*H*W)
+        float *wf = dinp + (size_t)C * NI;                        // (C, OC*k*k)
+        for (int c = 0; c < C; c++)
+            for (int oc = 0; oc < OC; oc++)
+                for (int t = 0; t < k * k; t++)
+                    wf[((size_t)c * OC + oc) * k * k + t] =
+                        w[((size_t)oc * C + c) * k * k + (k * k - 1 - t)];
+        im2col(dcols, dout, B, OC, OH, OW, k, 1, k - 1 - p, H, W);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, (int)NI, (int)KO,
+                    1.0f, wf, (int)KO, dcols, (int)NI, 0.0f, dinp, (int)NI);
+        cn_to_nchw(din, dinp, NULL, B, C, H * W, 1);
+        return;
+    }
     if (one) {
         // din_b (C, HW) += W^T (C, OC) x dout_b (OC, HW), items across threads
 #pragma omp parallel for schedule(static)
