@@ -4,5 +4,6 @@
 # behaviour on bad input). Exits non-zero if any test fails.
 set -eu
 cd "$(dirname "$0")/.."
-tools/setup.sh
+# hdf5-tools: h5diff, which the exact-resume tests use to compare checkpoints.
+LDM_EXTRA_PKGS=hdf5-tools tools/setup.sh
 meson test -C build --print-errorlogs "$@"

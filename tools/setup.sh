@@ -3,7 +3,7 @@
 # ldm.c into ./build. Used by tools/demo.sh, tests/run.sh and CI.
 set -eu
 cd "$(dirname "$0")/.."
-PKGS="gcc pkg-config meson ninja-build libopenblas-openmp-dev libhdf5-dev libstb-dev zlib1g-dev dataset-fashion-mnist"
+PKGS="${LDM_EXTRA_PKGS:-} gcc pkg-config meson ninja-build libopenblas-openmp-dev libhdf5-dev libstb-dev zlib1g-dev dataset-fashion-mnist"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
