@@ -303,13 +303,14 @@ int main(int argc, char **argv) {
     long total = total_steps(f.steps, f.epochs, f.minutes, spe); // 0: only the clock
 
     UNet u;
-    unet_init(&u, cfg, B);
+    // Resuming loads through unet_load, which checks the sizes the file
+    // declares before allocating them.
+    if (resuming ? unet_load(&u, f.out, "model", B, NULL) : (unet_init(&u, cfg, B), 0)) return 1;
     size_t P = u.table.total;
     float *m = xcalloc(P, sizeof(float)), *v = xcalloc(P, sizeof(float));
     float *ema = xmalloc(P * sizeof(float));
     if (resuming) {
-        if (ckpt_read_group(f.out, &u.table, "model", u.params) ||
-            ckpt_read_group(f.out, &u.table, "optim/m", m) ||
+        if (ckpt_read_group(f.out, &u.table, "optim/m", m) ||
             ckpt_read_group(f.out, &u.table, "optim/v", v) ||
             ckpt_read_group(f.out, &u.table, "ema", ema))
             return 1;

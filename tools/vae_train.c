@@ -164,12 +164,13 @@ int main(int argc, char **argv) {
     long total = total_steps(f.steps, f.epochs, f.minutes, spe); // 0: only the clock
 
     Vae v;
-    vae_init(&v, &cfg, B);
+    // Resuming loads through vae_load, which checks the sizes the file
+    // declares before allocating them.
+    if (resuming ? vae_load(&v, f.out, B, NULL) : (vae_init(&v, &cfg, B), 0)) return 1;
     size_t P = v.table.total;
     float *m = xcalloc(P, sizeof(float)), *vv = xcalloc(P, sizeof(float));
     if (resuming) {
-        if (ckpt_read_group(f.out, &v.table, "model", v.params) ||
-            ckpt_read_group(f.out, &v.table, "optim/m", m) ||
+        if (ckpt_read_group(f.out, &v.table, "optim/m", m) ||
             ckpt_read_group(f.out, &v.table, "optim/v", vv))
             return 1;
         fprintf(stderr, "vae-train: resuming %s at step %ld\n", f.out, step);
