@@ -25,13 +25,15 @@ usage: $0 --equal-steps | --equal-time [options]
                       override the mode's budgets (smoke runs)
   --impl "c torch"    which pipelines to run (default both)
   --nice N            run every stage under nice -n N (default 0)
-  --out DIR           results folder (default runs/quality); the classifier
-                      is DIR/classifier.pt, trained once if missing
+  --out DIR           results folder (default runs/quality)
+  --classifier PATH   feature classifier (default runs/quality/classifier.pt),
+                      trained first if missing
 Environment: LDM_BIN (default build/tools), PYTHON (default /usr/bin/python3).
 USAGE
 }
 
 mode="" seeds="0 1" threads=2 n=2000 impls="c torch" nicen=0 out=runs/quality
+clf=runs/quality/classifier.pt
 vsteps="" usteps="" vmin="" umin=""
 while [ $# -gt 0 ]; do
     case $1 in
@@ -47,6 +49,7 @@ while [ $# -gt 0 ]; do
     --impl) impls=$2; shift 2 ;;
     --nice) nicen=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --classifier) clf=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: $0: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -68,7 +71,6 @@ case " $impls " in *" c "*)
     done ;;
 esac
 mkdir -p "$out" || exit 1
-clf=$out/classifier.pt
 results=$out/results.jsonl
 run_id=$(date -u +%Y%m%dT%H%M%SZ)-$mode
 NICE="nice -n $nicen"
