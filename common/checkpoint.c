@@ -482,3 +482,23 @@ void params_hash(char out[17], const ParamTable *t, const float *p) {
         h = fnv1a64(h, p + t->info[i].offset, t->info[i].size * sizeof(float));
     snprintf(out, 17, "%016llx", (unsigned long long)h);
 }
+
+int ckpt_check_declared_conv(const char *path, const char *key, int cout, int cin,
+                             int max_batch, int side) {
+    if ((size_t)cout * cin > ((size_t)1 << 24))
+        return errorf("%s: %s of %d x %d x 3 x 3 is implausibly large", path, key, cout, cin);
+    ParamTable t;
+    params_init(&t);
+    params_add(&t, key, 4, (int[]){cout, cin, 3, 3}, 0);
+    float *w = xmalloc(t.total * sizeof(float));
+    int rc = ckpt_read_group(path, &t, "model", w);
+    free(w);
+    params_free(&t);
+    if (rc) return -1;
+    double need = 4.0 * max_batch * cout * (double)side * side;
+    double mem = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    if (mem > 0 && need > mem)
+        return errorf("%s: a batch of %d at %dx%d with %d channels needs more than this "
+                      "machine's %.1f GiB", path, max_batch, side, side, cout, mem / (1 << 30));
+    return 0;
+}

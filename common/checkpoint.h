@@ -55,6 +55,14 @@ int ckpt_read_group(const char *path, const ParamTable *t, const char *group,
 // 1 if the group exists in the file, 0 if not, -1 if the file is unreadable.
 int ckpt_has_group(const char *path, const char *group);
 
+// A model configuration read from a file declares the model's size. Before
+// allocating it, check it against something real: the 3x3 conv tensor
+// /model/<key> must have the declared widths (cout, cin) (read on its own),
+// and the first activation, (max_batch, cout, side, side) floats, must fit in
+// physical memory. -1 with a message naming path otherwise.
+int ckpt_check_declared_conv(const char *path, const char *key, int cout, int cin,
+                             int max_batch, int side);
+
 // Hash of parameter values (FNV-1a over the float bytes in table order),
 // as 16 hex digits; ties a latent cache and a UNet to the VAE that made it.
 void params_hash(char out[17], const ParamTable *t, const float *p);

@@ -2,7 +2,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "common.h"
 
@@ -83,38 +82,12 @@ int unet_config_from_attrs(UNetConfig *c, const Attrs *a, const char *path) {
     return unet_config_check(c, path);
 }
 
-// A configuration read from a file declares the model's size. Before
-// allocating it, check it against something real: the first convolution's
-// tensor in /model must have the declared widths (read on its own, a few
-// floats), and the first activation, (max_batch, width, side, side) floats,
-// must fit in physical memory. So a file that lies about its sizes is an
-// error with a message, not an attempt to allocate what it declares.
-static int check_declared_size(const char *path, const char *key, int cout, int cin,
-                               int max_batch, int side) {
-    if ((size_t)cout * cin > ((size_t)1 << 24))
-        return errorf("%s: %s of %d x %d x 3 x 3 is implausibly large", path, key, cout, cin);
-    ParamTable t;
-    params_init(&t);
-    params_add(&t, key, 4, (int[]){cout, cin, 3, 3}, 0);
-    float *w = xmalloc(t.total * sizeof(float));
-    int rc = ckpt_read_group(path, &t, "model", w);
-    free(w);
-    params_free(&t);
-    if (rc) return -1;
-    double need = 4.0 * max_batch * cout * (double)side * side;
-    double mem = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
-    if (mem > 0 && need > mem)
-        return errorf("%s: a batch of %d at %dx%d with %d channels needs more than this "
-                      "machine's %.1f GiB", path, max_batch, side, side, cout, mem / (1 << 30));
-    return 0;
-}
-
 int unet_load(UNet *u, const char *path, const char *group, int max_batch, Attrs *attrs) {
     Attrs local;
     Attrs *a = attrs ? attrs : &local;
     UNetConfig c;
     if (ckpt_read_attrs(path, "unet", a) || unet_config_from_attrs(&c, a, path) ||
-        check_declared_size(path, "conv_in.weight", c.base_channels, c.latent_channels,
+        ckpt_check_declared_conv(path, "conv_in.weight", c.base_channels, c.latent_channels,
                             max_batch, c.latent_size))
         return -1;
     unet_init(u, &c, max_batch);
