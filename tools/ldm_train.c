@@ -336,8 +336,8 @@ int main(int argc, char **argv) {
     float *noise = xmalloc(B * ln * sizeof(float)); // (B, Z, h, w)
     int *t = xmalloc(B * sizeof(int));
     int *idx = xmalloc(B * sizeof(int));
-    int *perm = xmalloc(ntrain * sizeof(int));
-    long perm_epoch = -1;
+    EpochSampler batches;
+    epoch_sampler_init(&batches, ntrain, B, (uint64_t)f.seed);
     AdamConfig adamw = {f.lr, 0.9, 0.999, 1e-8, 0.0, 1};
 
     interrupt_install();
@@ -347,11 +347,10 @@ int main(int argc, char **argv) {
     long items = 0, nan_step = fault_nan_step();
     int status = 0;
     while (!total || step < total) {
-        long epoch = step / spe, pos = step % spe;
-        if (epoch != perm_epoch) epoch_order(perm, ntrain, (uint64_t)f.seed, perm_epoch = epoch);
-        int b = (int)(ntrain - pos * B < B ? ntrain - pos * B : B);
+        const int *items_idx;
+        int b = epoch_sampler_batch(&batches, step, &items_idx);
         Rng r = run_stream((uint64_t)f.seed, STREAM_STEP, (uint64_t)step);
-        draw_latents(x0, mean, logvar, perm + pos * B, b, ln, run.scale_factor, &r, noise);
+        draw_latents(x0, mean, logvar, items_idx, b, ln, run.scale_factor, &r, noise);
         rng_normal_fill(&r, noise, b * ln);
         for (int i = 0; i < b; i++) t[i] = (int)rng_below(&r, T_STEPS);
 
@@ -378,9 +377,8 @@ int main(int argc, char **argv) {
                 step, (double)step / spe, loss, gnorm, items / el, el);
         char parts[160];
         snprintf(parts, sizeof parts, "loss %.4f |g| %.3f", loss, gnorm);
-        int last = (total && step >= total) || (budget > 0 && el >= budget) || interrupted();
-        double left = budget > 0 ? fmax(0, budget - el) : -1;
-        if (total && budget > 0) left = fmin(left, el / (step - prog.step_start) * (total - step));
+        int last = run_is_over(step, total, el, budget);
+        double left = run_seconds_left(step, prog.step_start, total, el, budget);
         progress_print(&prog, step, total, items, parts, left, last);
         if (step % f.eval_every == 0 || last) {
             double hl = heldout_loss(&u, &sched, run.prediction, mean, logvar, ntrain, hold,
@@ -412,7 +410,8 @@ int main(int argc, char **argv) {
                     now_seconds() - t0, f.out);
     }
     fclose(log);
-    free(x0), free(noise), free(t), free(idx), free(perm), free(m), free(v), free(ema);
+    epoch_sampler_free(&batches);
+    free(x0), free(noise), free(t), free(idx), free(m), free(v), free(ema);
     free(mean), free(logvar);
     unet_free(&u);
     schedule_free(&sched);

@@ -141,10 +141,40 @@ Rng run_stream(uint64_t seed, uint64_t kind, uint64_t index) {
     return rng_derive(&k, index);
 }
 
-void epoch_order(int *perm, int n, uint64_t seed, long epoch) {
-    for (int i = 0; i < n; i++) perm[i] = i;
-    Rng r = run_stream(seed, STREAM_EPOCH, (uint64_t)epoch);
-    rng_shuffle(&r, perm, n);
+void epoch_sampler_init(EpochSampler *s, int n, int B, uint64_t seed) {
+    CHECK(n > 0 && B > 0);
+    s->n = n;
+    s->B = B;
+    s->steps_per_epoch = (n + B - 1) / B;
+    s->seed = seed;
+    s->perm = xmalloc((size_t)n * sizeof(int));
+    s->epoch = -1;
+}
+
+void epoch_sampler_free(EpochSampler *s) { free(s->perm); }
+
+int epoch_sampler_batch(EpochSampler *s, long step, const int **idx) {
+    long epoch = step / s->steps_per_epoch, pos = step % s->steps_per_epoch;
+    if (epoch != s->epoch) {
+        for (int i = 0; i < s->n; i++) s->perm[i] = i;
+        Rng r = run_stream(s->seed, STREAM_EPOCH, (uint64_t)epoch);
+        rng_shuffle(&r, s->perm, s->n);
+        s->epoch = epoch;
+    }
+    *idx = s->perm + pos * s->B;
+    return (int)(s->n - pos * s->B < s->B ? s->n - pos * s->B : s->B);
+}
+
+int run_is_over(long step, long total, double elapsed_s, double budget_s) {
+    return (total && step >= total) || (budget_s > 0 && elapsed_s >= budget_s) || interrupted();
+}
+
+double run_seconds_left(long step, long step_start, long total, double elapsed_s,
+                        double budget_s) {
+    double left = budget_s > 0 ? fmax(0, budget_s - elapsed_s) : -1;
+    if (total && budget_s > 0 && step > step_start)
+        left = fmin(left, elapsed_s / (step - step_start) * (total - step));
+    return left;
 }
 
 long total_steps(long steps, int epochs, double minutes, long steps_per_epoch) {

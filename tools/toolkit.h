@@ -44,8 +44,26 @@ void vae_hash_of(char out[17], const Vae *v);
 // run_stream(seed, STREAM_EPOCH, e): the state to resume is (seed, step).
 enum { STREAM_STEP = 1, STREAM_EPOCH = 2, STREAM_EVAL = 3, STREAM_SAMPLE = 4 };
 Rng run_stream(uint64_t seed, uint64_t kind, uint64_t index);
-// The permutation of n training items for `epoch`.
-void epoch_order(int *perm, int n, uint64_t seed, long epoch);
-// The step budget: --steps, else --epochs x steps_per_epoch, else 0 (only
-// the clock bounds the run) when minutes > 0, else one epoch.
+// The batches of a run: epoch e visits the n training items in a permutation
+// drawn from run_stream(seed, STREAM_EPOCH, e), in ceil(n / B) steps (the last
+// one partial), so the items of any step follow from (seed, step) alone.
+typedef struct {
+    int n, B;
+    long steps_per_epoch;
+    uint64_t seed;
+    int *perm;  // (n) the current epoch's order
+    long epoch; // whose order perm holds (-1: none yet)
+} EpochSampler;
+void epoch_sampler_init(EpochSampler *s, int n, int B, uint64_t seed);
+void epoch_sampler_free(EpochSampler *s);
+// The items of 0-based step `step`: sets *idx, returns their count.
+int epoch_sampler_batch(EpochSampler *s, long step, const int **idx);
+
+// The end of a run: the step budget `total` (0: none), the wall-clock
+// `budget_s` of this invocation (0: none), or an interrupt.
+int run_is_over(long step, long total, double elapsed_s, double budget_s);
+// Seconds left for the ETA (-1 unknown): the budget's, or the steps' at the
+// current pace when that ends sooner.
+double run_seconds_left(long step, long step_start, long total, double elapsed_s,
+                        double budget_s);
 long total_steps(long steps, int epochs, double minutes, long steps_per_epoch);

@@ -196,8 +196,8 @@ int main(int argc, char **argv) {
     float *x = xmalloc(B * img * sizeof(float));   // (B, C, S, S)
     float *eps = xmalloc(B * lat * sizeof(float)); // (B, Z, h, w)
     uint8_t *flip = xcalloc(B, 1);
-    int *perm = xmalloc(ntrain * sizeof(int));
-    long perm_epoch = -1;
+    EpochSampler batches;
+    epoch_sampler_init(&batches, ntrain, B, (uint64_t)f.seed);
     AdamConfig adam = {f.lr, 0.9, 0.999, 1e-8, 0.0, 0};
 
     interrupt_install();
@@ -207,12 +207,11 @@ int main(int argc, char **argv) {
     long items = 0, nan_step = fault_nan_step();
     int status = 0;
     while (!total || step < total) {
-        long epoch = step / spe, pos = step % spe;
-        if (epoch != perm_epoch) epoch_order(perm, ntrain, (uint64_t)f.seed, perm_epoch = epoch);
-        int b = (int)(ntrain - pos * B < B ? ntrain - pos * B : B);
+        const int *items_idx;
+        int b = epoch_sampler_batch(&batches, step, &items_idx);
         Rng r = run_stream((uint64_t)f.seed, STREAM_STEP, (uint64_t)step);
         for (int i = 0; i < b; i++) flip[i] = f.hflip ? rng_below(&r, 2) : 0;
-        imageset_batch(x, &set, perm + pos * B, b, flip);
+        imageset_batch(x, &set, items_idx, b, flip);
         rng_normal_fill(&r, eps, b * lat);
 
         float loss = vae_forward(&v, x, eps, b);
@@ -238,13 +237,8 @@ int main(int argc, char **argv) {
                 step, (double)step / spe, loss, v.rec, v.kl, items / el, el);
         char parts[160];
         snprintf(parts, sizeof parts, "loss %.3f rec %.3f kl %.1f", loss, v.rec, v.kl);
-        int out_of_time = budget > 0 && el >= budget;
-        int last = (total && step >= total) || out_of_time || interrupted();
-        double left = budget > 0 ? fmax(0, budget - el) : -1;
-        if (total && budget > 0) {
-            double by_steps = el / (step - prog.step_start) * (total - step);
-            left = fmin(left, by_steps);
-        }
+        int last = run_is_over(step, total, el, budget);
+        double left = run_seconds_left(step, prog.step_start, total, el, budget);
         progress_print(&prog, step, total, items, parts, left, last);
         if (step % f.eval_every == 0 || last) {
             double psnr = vae_psnr(&v, &set, ntrain, hold);
@@ -272,7 +266,8 @@ int main(int argc, char **argv) {
                     now_seconds() - t0, f.out);
     }
     fclose(log);
-    free(x), free(eps), free(flip), free(perm), free(m), free(vv);
+    epoch_sampler_free(&batches);
+    free(x), free(eps), free(flip), free(m), free(vv);
     vae_free(&v);
     imageset_free(&set);
     return status;
