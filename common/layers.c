@@ -8,6 +8,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "common.h"
@@ -179,32 +180,199 @@ static void bias_backward(float *db, const float *dout, int B, int C, int HW) {
 }
 
 // ---------------------------------------------------------------------------
-// conv2d
+// conv2d, run in chunks of whole images. A chunk's column matrix is built
+// and consumed by one thread while it is still in that core's cache, by a
+// single-threaded GEMM (OpenBLAS's OpenMP build runs single-threaded inside
+// a parallel region), instead of a batch-wide column matrix that goes out to
+// memory and back. Chunks are a fixed split of the batch (never of the
+// thread count) and every output element comes from one GEMM, so results
+// are the same at any thread count; weight gradients are summed per chunk
+// and the chunk partials added in chunk order.
+
+#define CONV_CHUNK_COLS 256 // GEMM columns (images x output pixels) a chunk aims for
+#define CONV_SLOTS 16       // most threads a conv uses: one scratch slot each
 
 static int conv_out(int n, int k, int s, int p) { return (n + 2 * p - k) / s + 1; }
 
-size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int k, int s, int p) {
-    size_t N = (size_t)B * conv_out(H, k, s, p) * conv_out(W, k, s, p);
-    // cols (C*k*k, N) + GEMM result or permuted dout (OC, N)
-    size_t n = ((size_t)C * k * k + OC) * N;
-    if (s == 1 && !(k == 1 && p == 0)) {
-        // backward by im2col of dout: dcols (OC*k*k, B*H*W) in place of cols,
-        // din_perm (C, B*H*W) after the permuted dout, flipped weights (C, OC*k*k)
-        size_t NI = (size_t)B * H * W;
-        size_t dc = (size_t)OC * k * k * NI;
-        n = (dc > (size_t)C * k * k * N ? dc : (size_t)C * k * k * N) + (size_t)OC * N +
-            (size_t)C * NI + (size_t)C * OC * k * k;
+typedef struct {
+    int B, C, H, W, OC, k, s, p, OH, OW;
+    int K;        // C*k*k: rows of a column matrix
+    int KO;       // OC*k*k: rows of dout's column matrix (stride-1 input gradient)
+    int nb;       // images per chunk
+    int nchunks;  // ceil(B / nb)
+    int slots;    // min(nchunks, CONV_SLOTS)
+    size_t slot;  // floats of one slot
+    int dflip;    // stride 1: input gradient as a conv of dout with flipped weights
+} ConvPlan;
+
+static ConvPlan conv_plan(int B, int C, int H, int W, int OC, int k, int s, int p) {
+    ConvPlan q;
+    q.B = B, q.C = C, q.H = H, q.W = W, q.OC = OC, q.k = k, q.s = s, q.p = p;
+    q.OH = conv_out(H, k, s, p), q.OW = conv_out(W, k, s, p);
+    q.K = C * k * k, q.KO = OC * k * k;
+    int ohw = q.OH * q.OW;
+    q.nb = ohw >= CONV_CHUNK_COLS ? 1 : CONV_CHUNK_COLS / ohw;
+    if (q.nb > B) q.nb = B;
+    q.nchunks = (B + q.nb - 1) / q.nb;
+    q.slots = q.nchunks < CONV_SLOTS ? q.nchunks : CONV_SLOTS;
+    q.dflip = s == 1 && p <= k - 1; // its padding k-1-p must be >= 0
+    size_t nc = (size_t)q.nb * ohw, ni = (size_t)q.nb * H * W;
+    // cols (K, nc) or dout's cols (KO, ni) | dout chunk / GEMM result (OC, nc) | din chunk (C, ni)
+    size_t a = (size_t)q.K * nc, a2 = (size_t)q.KO * ni;
+    q.slot = (a > a2 ? a : a2) + (size_t)OC * nc + (size_t)C * ni;
+    return q;
+}
+
+// Threads for a conv's parallel region: never more than there are slots.
+static int conv_threads(const ConvPlan *q) {
+    int t = omp_get_max_threads();
+    return t < q->slots ? t : q->slots;
+}
+
+// One (item, channel) plane into its k*k rows of a column matrix with N
+// columns, at column offset col0 (serial; called per task).
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+static void im2col_plane(float *cols, size_t N, size_t col0, const float *plane, int c,
+                         int H, int W, int k, int s, int p, int OH, int OW) {
+    int PH = (OH - 1) * s + k, PW = (OW - 1) * s + k;
+    if ((size_t)PH * PW <= IM2COL_PAD_MAX) {
+        float pad[IM2COL_PAD_MAX]; // (PH, PW): the plane at offset (p, p), zeros around
+        for (int y = 0; y < PH; y++) {
+            int iy = y - p;
+            float *prow = pad + (size_t)y * PW;
+            if (iy < 0 || iy >= H) {
+                for (int x = 0; x < PW; x++) prow[x] = 0.0f;
+                continue;
+            }
+            const float *src = plane + (size_t)iy * W;
+            for (int x = 0; x < PW; x++) {
+                int ix = x - p;
+                prow[x] = ix >= 0 && ix < W ? src[ix] : 0.0f;
+            }
+        }
+        for (int ki = 0; ki < k; ki++) {
+            for (int kj = 0; kj < k; kj++) {
+                float *dst = cols + (size_t)((c * k + ki) * k + kj) * N + col0;
+                for (int oh = 0; oh < OH; oh++) {
+                    const float *src = pad + (size_t)(oh * s + ki) * PW + kj;
+                    float *d = dst + (size_t)oh * OW;
+                    if (s == 1) {
+                        for (int ow = 0; ow < OW; ow++) d[ow] = src[ow];
+                    } else {
+                        for (int ow = 0; ow < OW; ow++) d[ow] = src[ow * s];
+                    }
+                }
+            }
+        }
+        return;
     }
-    return n;
+    for (int ki = 0; ki < k; ki++) {
+        for (int kj = 0; kj < k; kj++) {
+            int lo, hi;
+            valid_range(&lo, &hi, kj, s, p, W, OW);
+            float *dst = cols + (size_t)((c * k + ki) * k + kj) * N + col0;
+            int sh = kj - p; // ow maps to iw = ow * s + sh
+            for (int oh = 0; oh < OH; oh++, dst += OW) {
+                int ih = oh * s - p + ki;
+                if (ih < 0 || ih >= H) {
+                    memset(dst, 0, (size_t)OW * sizeof(float));
+                    continue;
+                }
+                const float *src = plane + (size_t)ih * W; // input row
+                for (int ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
+                if (s == 1) {
+                    memcpy(dst + lo, src + lo + sh, (size_t)(hi - lo) * sizeof(float));
+                } else {
+                    for (int ow = lo; ow < hi; ow++) dst[ow] = src[ow * s + sh];
+                }
+                for (int ow = hi; ow < OW; ow++) dst[ow] = 0.0f;
+            }
+        }
+    }
+}
+
+// cols (C*k*k, nb*OH*OW) of images img (nb, C, H, W), serial.
+static void im2col_chunk(float *cols, const float *img, int nb, int C, int H, int W,
+                         int k, int s, int p, int OH, int OW) {
+    size_t OHW = (size_t)OH * OW, N = (size_t)nb * OHW;
+    for (int c = 0; c < C; c++)
+        for (int b = 0; b < nb; b++)
+            im2col_plane(cols, N, b * OHW, img + ((size_t)b * C + c) * H * W, c, H, W,
+                         k, s, p, OH, OW);
+}
+
+// img (nb, C, H, W) += adjoint of im2col of cols (C*k*k, nb*OH*OW), serial;
+// each element sums its contributions in the fixed (ki, kj, oh, ow) order.
+static void col2im_chunk(float *img, const float *cols, int nb, int C, int H, int W,
+                         int k, int s, int p, int OH, int OW) {
+    size_t OHW = (size_t)OH * OW, N = (size_t)nb * OHW;
+    for (int b = 0; b < nb; b++) {
+        for (int c = 0; c < C; c++) {
+            float *plane = img + ((size_t)b * C + c) * H * W;
+            for (int ki = 0; ki < k; ki++) {
+                for (int kj = 0; kj < k; kj++) {
+                    int lo, hi;
+                    valid_range(&lo, &hi, kj, s, p, W, OW);
+                    const float *row = cols + (size_t)((c * k + ki) * k + kj) * N + b * OHW;
+                    for (int oh = 0; oh < OH; oh++) {
+                        int ih = oh * s - p + ki;
+                        if (ih < 0 || ih >= H) continue;
+                        float *dst = plane + (size_t)ih * W; // input row
+                        const float *src = row + (size_t)oh * OW;
+                        int sh = kj - p;
+                        for (int ow = lo; ow < hi; ow++) dst[ow * s + sh] += src[ow];
+                    }
+                }
+            }
+        }
+    }
+}
+
+// dst (C, nb*HW) <- src (nb, C, HW), serial
+static void chunk_to_cn(float *dst, const float *src, int nb, int C, int HW) {
+    for (int c = 0; c < C; c++)
+        for (int b = 0; b < nb; b++)
+            memcpy(dst + ((size_t)c * nb + b) * HW, src + ((size_t)b * C + c) * HW,
+                   (size_t)HW * sizeof(float));
+}
+
+// dst (nb, C, HW) <- (accumulate ? dst : 0) + src (C, nb*HW) + bias (C) (bias may be NULL), serial
+static void cn_to_chunk(float *dst, const float *src, const float *bias, int nb, int C,
+                        int HW, int accumulate) {
+    for (int b = 0; b < nb; b++) {
+        for (int c = 0; c < C; c++) {
+            float *d = dst + ((size_t)b * C + c) * HW;
+            const float *sp = src + ((size_t)c * nb + b) * HW;
+            float bv = bias ? bias[c] : 0.0f;
+            if (accumulate) {
+                for (int i = 0; i < HW; i++) d[i] += sp[i] + bv;
+            } else {
+                for (int i = 0; i < HW; i++) d[i] = sp[i] + bv;
+            }
+        }
+    }
+}
+
+// 1x1 convs need no column matrix: the forward is one GEMM per item, and
+// the backward's weight gradient one batch-wide GEMM on channel-major copies
+// (measured faster than chunks for these: the chunk copies cost as much as
+// their GEMMs).
+static int conv_is_1x1(int k, int s, int p) { return k == 1 && s == 1 && p == 0; }
+
+size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int k, int s, int p) {
+    if (conv_is_1x1(k, s, p)) // in and dout, channel-major (C + OC, B*H*W)
+        return ((size_t)C + OC) * B * H * W;
+    ConvPlan q = conv_plan(B, C, H, W, OC, k, s, p);
+    // slots | per-chunk weight-gradient partials (nchunks, OC, K) | flipped weights (C, KO)
+    return (size_t)q.slots * q.slot + (size_t)q.nchunks * OC * q.K + (size_t)C * q.KO;
 }
 
 void conv2d_forward(float *out, const float *in, const float *w, const float *b,
                     int B, int C, int H, int W, int OC, int k, int s, int p,
                     float *scratch) {
-    int OH = conv_out(H, k, s, p), OW = conv_out(W, k, s, p);
-    size_t OHW = (size_t)OH * OW, HW = (size_t)H * W;
-    if (k == 1 && s == 1 && p == 0) {
-        // 1x1: in_b (C, HW) is already the column matrix; one small GEMM per
+    if (conv_is_1x1(k, s, p)) {
+        size_t HW = (size_t)H * W;
+        // in_b (C, HW) is already the column matrix; one small GEMM per
         // item, items split across threads (each GEMM single-threaded).
 #pragma omp parallel for schedule(static)
         for (int bi = 0; bi < B; bi++) {
@@ -217,71 +385,105 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *b,
         }
         return;
     }
-    int K = C * k * k;
-    size_t N = (size_t)B * OHW;
-    float *cols = scratch;                  // (C*k*k, B*OH*OW)
-    float *res = scratch + (size_t)K * N;   // (OC, B*OH*OW)
-    im2col(cols, in, B, C, H, W, k, s, p, OH, OW);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, (int)N, K,
-                1.0f, w, K, cols, (int)N, 0.0f, res, (int)N);
-    cn_to_nchw(out, res, b, B, OC, (int)OHW, 0);
+    ConvPlan q = conv_plan(B, C, H, W, OC, k, s, p);
+    size_t OHW = (size_t)q.OH * q.OW, HW = (size_t)H * W;
+#pragma omp parallel num_threads(conv_threads(&q))
+    {
+        float *slot = scratch + (size_t)omp_get_thread_num() * q.slot;
+#pragma omp for schedule(static)
+        for (int ci = 0; ci < q.nchunks; ci++) {
+            int b0 = ci * q.nb, nb = B - b0 < q.nb ? B - b0 : q.nb;
+            int nc = nb * (int)OHW;
+            float *cols = slot;                             // (K, nb*OHW)
+            float *res = slot + (size_t)q.K * q.nb * OHW;   // (OC, nb*OHW)
+            im2col_chunk(cols, in + (size_t)b0 * C * HW, nb, C, H, W, k, s, p, q.OH, q.OW);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, nc, q.K,
+                        1.0f, w, q.K, cols, nc, 0.0f, res, nc);
+            cn_to_chunk(out + (size_t)b0 * OC * OHW, res, b, nb, OC, (int)OHW, 0);
+        }
+    }
 }
 
 void conv2d_backward(float *din, float *dw, float *db, const float *dout,
                      const float *in, const float *w,
                      int B, int C, int H, int W, int OC, int k, int s, int p,
                      float *scratch) {
-    int OH = conv_out(H, k, s, p), OW = conv_out(W, k, s, p);
-    size_t OHW = (size_t)OH * OW, N = (size_t)B * OHW;
-    int K = C * k * k;
-    if (db) bias_backward(db, dout, B, OC, (int)OHW);
-    float *cols = scratch;                 // (C*k*k, B*OH*OW)
-    float *doutp = scratch + (size_t)K * N; // (OC, B*OH*OW)
-    nchw_to_cn(doutp, dout, B, OC, (int)OHW);
-    int one = k == 1 && s == 1 && p == 0;
-    if (one) {
-        nchw_to_cn(cols, in, B, C, (int)OHW);
-    } else {
-        im2col(cols, in, B, C, H, W, k, s, p, OH, OW);
+    if (conv_is_1x1(k, s, p)) {
+        int HW = H * W;
+        size_t N = (size_t)B * HW;
+        float *inp = scratch, *doutp = scratch + (size_t)C * N; // (C, N), (OC, N)
+        if (db) bias_backward(db, dout, B, OC, HW);
+        nchw_to_cn(doutp, dout, B, OC, HW);
+        nchw_to_cn(inp, in, B, C, HW);
+        // dW (OC, C) += dout_perm (OC, N) x in_perm^T (N, C)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, C, (int)N,
+                    1.0f, doutp, (int)N, inp, (int)N, 1.0f, dw, C);
+        if (!din) return;
+        // din_b (C, HW) += W^T (C, OC) x dout_b (OC, HW), items across threads
+#pragma omp parallel for schedule(static)
+        for (int bi = 0; bi < B; bi++)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, HW, OC,
+                        1.0f, w, C, dout + (size_t)bi * OC * HW, HW, 1.0f,
+                        din + (size_t)bi * C * HW, HW);
+        return;
     }
-    // dW (OC, K) += dout_perm (OC, N) x cols^T (N, K)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, K, (int)N,
-                1.0f, doutp, (int)N, cols, (int)N, 1.0f, dw, K);
-    if (!din) return;
-    if (s == 1 && !one) {
+    ConvPlan q = conv_plan(B, C, H, W, OC, k, s, p);
+    size_t OHW = (size_t)q.OH * q.OW, HW = (size_t)H * W;
+    float *dwp = scratch + (size_t)q.slots * q.slot;     // (nchunks, OC, K)
+    float *wf = dwp + (size_t)q.nchunks * OC * q.K;       // (C, OC*k*k)
+    if (db) bias_backward(db, dout, B, OC, (int)OHW);
+    if (din && q.dflip) {
         // A stride-1 conv's input gradient is itself a stride-1 conv of dout
         // with the kernel flipped in space and its channel axes swapped,
-        // padded by k-1-p. Gathering dout with im2col and permuting the
-        // result back costs far less than col2im's scattered accumulation.
-        size_t NI = (size_t)B * H * W, KO = (size_t)OC * k * k;
-        float *dcols = scratch;                                   // (OC*k*k, B*H*W)
-        size_t big = KO * NI > (size_t)K * N ? KO * NI : (size_t)K * N;
-        float *dinp = scratch + big + (size_t)OC * N;             // (C, B*H*W)
-        float *wf = dinp + (size_t)C * NI;                        // (C, OC*k*k)
+        // padded by k-1-p: a gather (im2col) instead of col2im's scatter.
+#pragma omp parallel for schedule(static) if ((size_t)C * q.KO >= 16384)
         for (int c = 0; c < C; c++)
             for (int oc = 0; oc < OC; oc++)
                 for (int t = 0; t < k * k; t++)
                     wf[((size_t)c * OC + oc) * k * k + t] =
                         w[((size_t)oc * C + c) * k * k + (k * k - 1 - t)];
-        im2col(dcols, dout, B, OC, OH, OW, k, 1, k - 1 - p, H, W);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, (int)NI, (int)KO,
-                    1.0f, wf, (int)KO, dcols, (int)NI, 0.0f, dinp, (int)NI);
-        cn_to_nchw(din, dinp, NULL, B, C, H * W, 1);
-        return;
     }
-    if (one) {
-        // din_b (C, HW) += W^T (C, OC) x dout_b (OC, HW), items across threads
-#pragma omp parallel for schedule(static)
-        for (int bi = 0; bi < B; bi++)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, (int)OHW, OC,
-                        1.0f, w, C, dout + (size_t)bi * OC * OHW, (int)OHW, 1.0f,
-                        din + (size_t)bi * C * OHW, (int)OHW);
-        return;
+#pragma omp parallel num_threads(conv_threads(&q))
+    {
+        float *slot = scratch + (size_t)omp_get_thread_num() * q.slot;
+#pragma omp for schedule(static)
+        for (int ci = 0; ci < q.nchunks; ci++) {
+            int b0 = ci * q.nb, nb = B - b0 < q.nb ? B - b0 : q.nb;
+            int nc = nb * (int)OHW, ni = nb * (int)HW;
+            size_t big = (size_t)q.K * q.nb * OHW, big2 = (size_t)q.KO * q.nb * HW;
+            float *cols = slot;                                      // (K, nb*OHW)
+            float *doutc = slot + (big > big2 ? big : big2);         // (OC, nb*OHW)
+            float *dinc = doutc + (size_t)OC * q.nb * OHW;           // (C, nb*HW)
+            const float *dout_b = dout + (size_t)b0 * OC * OHW;      // (nb, OC, OH, OW)
+            im2col_chunk(cols, in + (size_t)b0 * C * HW, nb, C, H, W, k, s, p, q.OH, q.OW);
+            chunk_to_cn(doutc, dout_b, nb, OC, (int)OHW);
+            // this chunk's dW (OC, K) = dout_c (OC, nc) x cols^T (nc, K)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, q.K, nc,
+                        1.0f, doutc, nc, cols, nc, 0.0f, dwp + (size_t)ci * OC * q.K, q.K);
+            if (!din) continue;
+            float *din_b = din + (size_t)b0 * C * HW;                // (nb, C, H, W)
+            if (q.dflip) {
+                // dcols (OC*k*k, nb*HW) of dout, then din_c (C, nb*HW) = wf x dcols
+                im2col_chunk(cols, dout_b, nb, OC, q.OH, q.OW, k, 1, k - 1 - p, H, W);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, ni, q.KO,
+                            1.0f, wf, q.KO, cols, ni, 0.0f, dinc, ni);
+                cn_to_chunk(din_b, dinc, NULL, nb, C, (int)HW, 1);
+            } else {
+                // dcols (K, nc) = W^T (K, OC) x dout_c (OC, nc), scattered back
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, q.K, nc, OC,
+                            1.0f, w, q.K, doutc, nc, 0.0f, cols, nc);
+                col2im_chunk(din_b, cols, nb, C, H, W, k, s, p, q.OH, q.OW);
+            }
+        }
     }
-    // dcols (K, N) = W^T (K, OC) x dout_perm (OC, N), reusing the cols space
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, (int)N, OC,
-                1.0f, w, K, doutp, (int)N, 0.0f, cols, (int)N);
-    col2im_add(din, cols, B, C, H, W, k, s, p, OH, OW);
+    // dW += the chunk partials, in chunk order
+    size_t nw = (size_t)OC * q.K;
+#pragma omp parallel for schedule(static) if (nw >= 4096)
+    for (size_t i = 0; i < nw; i++) {
+        float acc = dw[i];
+        for (int ci = 0; ci < q.nchunks; ci++) acc += dwp[(size_t)ci * nw + i];
+        dw[i] = acc;
+    }
 }
 
 // ---------------------------------------------------------------------------
