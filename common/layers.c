@@ -14,6 +14,34 @@
 #include "common.h"
 
 // ---------------------------------------------------------------------------
+// C (M, N) = alpha op(A) (M, K) op(B) (K, N) + beta C, as single-threaded
+// GEMMs over fixed blocks of C run in parallel. Multithreaded OpenBLAS calls
+// were seen to round differently at 1 and 2 threads; here each element comes
+// from one single-threaded GEMM whatever the thread count. The longer side is
+// split, so the operand packed again for every block is the smaller one.
+#define GEMM_BLOCK 64
+
+static void gemm_split(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K,
+                       float alpha, const float *A, int lda, const float *B, int ldb,
+                       float beta, float *C, int ldc) {
+    int rows = M > N, len = rows ? M : N;
+    int nblk = (len + GEMM_BLOCK - 1) / GEMM_BLOCK;
+#pragma omp parallel for schedule(static) if (nblk > 1)
+    for (int i = 0; i < nblk; i++) {
+        int o = i * GEMM_BLOCK, n = len - o < GEMM_BLOCK ? len - o : GEMM_BLOCK;
+        if (rows) {
+            const float *Ab = ta == CblasNoTrans ? A + (size_t)o * lda : A + o;
+            cblas_sgemm(CblasRowMajor, ta, tb, n, N, K, alpha, Ab, lda, B, ldb, beta,
+                        C + (size_t)o * ldc, ldc);
+        } else {
+            const float *Bb = tb == CblasNoTrans ? B + o : B + (size_t)o * ldb;
+            cblas_sgemm(CblasRowMajor, ta, tb, M, n, K, alpha, A, lda, Bb, ldb, beta,
+                        C + o, ldc);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // im2col / col2im and layout permutes shared by conv2d and conv_transpose2d.
 // The column matrix is (C*k*k, B*OH*OW): row (c, ki, kj), column (b, oh, ow),
 // holding img[b, c, oh*s - p + ki, ow*s - p + kj] (0 in the padding).
@@ -416,7 +444,7 @@ void conv2d_backward(float *din, float *dw, float *db, const float *dout,
         nchw_to_cn(doutp, dout, B, OC, HW);
         nchw_to_cn(inp, in, B, C, HW);
         // dW (OC, C) += dout_perm (OC, N) x in_perm^T (N, C)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, C, (int)N,
+        gemm_split(CblasNoTrans, CblasTrans, OC, C, (int)N,
                     1.0f, doutp, (int)N, inp, (int)N, 1.0f, dw, C);
         if (!din) return;
         // din_b (C, HW) += W^T (C, OC) x dout_b (OC, HW), items across threads
@@ -511,7 +539,7 @@ void conv_transpose2d_forward(float *out, const float *in, const float *w,
     float *inp = scratch + (size_t)M * N;  // (C, B*H*W)
     nchw_to_cn(inp, in, B, C, (int)HW);
     // cols (M, N) = W^T (M, C) x in_perm (C, N)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, (int)N, C,
+    gemm_split(CblasTrans, CblasNoTrans, M, (int)N, C,
                 1.0f, w, M, inp, (int)N, 0.0f, cols, (int)N);
 #pragma omp parallel for collapse(2) schedule(static)
     for (int bi = 0; bi < B; bi++) {
@@ -537,11 +565,11 @@ void conv_transpose2d_backward(float *din, float *dw, float *db,
     im2col(dcols, dout, B, OC, OH, OW, k, s, p, H, W);
     nchw_to_cn(inp, in, B, C, (int)HW);
     // dW (C, M) += in_perm (C, N) x dcols^T (N, M)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, C, M, (int)N,
+    gemm_split(CblasNoTrans, CblasTrans, C, M, (int)N,
                 1.0f, inp, (int)N, dcols, (int)N, 1.0f, dw, M);
     if (!din) return;
     // din_perm (C, N) = W (C, M) x dcols (M, N), reusing the in_perm space
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, (int)N, M,
+    gemm_split(CblasNoTrans, CblasNoTrans, C, (int)N, M,
                 1.0f, w, M, dcols, (int)N, 0.0f, inp, (int)N);
     cn_to_nchw(din, inp, NULL, B, C, (int)HW, 1);
 }
@@ -557,17 +585,17 @@ void linear_forward(float *out, const float *in, const float *w, const float *b,
         beta = 1.0f;
     }
     // out (N, OUT) = in (N, IN) x w^T (IN, OUT) (+ bias)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, IN,
+    gemm_split(CblasNoTrans, CblasTrans, N, OUT, IN,
                 1.0f, in, IN, w, IN, beta, out, OUT);
 }
 
 void linear_backward(float *din, float *dw, float *db, const float *dout,
                      const float *in, const float *w, int N, int IN, int OUT) {
     if (din) // din (N, IN) += dout (N, OUT) x w (OUT, IN)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IN, OUT,
+        gemm_split(CblasNoTrans, CblasNoTrans, N, IN, OUT,
                     1.0f, dout, OUT, w, IN, 1.0f, din, IN);
     // dw (OUT, IN) += dout^T (OUT, N) x in (N, IN)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, N,
+    gemm_split(CblasTrans, CblasNoTrans, OUT, IN, N,
                 1.0f, dout, OUT, in, IN, 1.0f, dw, IN);
     if (db) {
         for (int o = 0; o < OUT; o++) {
