@@ -9,6 +9,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "common.h"
@@ -607,21 +608,55 @@ void linear_backward(float *din, float *dw, float *db, const float *dout,
 }
 
 // ---------------------------------------------------------------------------
-// SiLU
+// SiLU. libm's expf is a call per element, which keeps GCC from vectorising
+// the loop (it was 5 to 16% of a training step). exp_approx is inline,
+// branch-free float arithmetic that vectorises (AVX-512 here), within 1 ulp
+// of e^x (0.92 ulp measured against double exp over [-87, 88]); beyond that
+// range sigmoid is already 0 or 1 in float.
+
+// e^x for x clamped to [-87, 88] (so 2^n stays a normal float):
+// x = n ln2 + r with |r| <= ln2/2, e^r by a degree-7 Taylor polynomial
+// (truncation error below 1e-8 relative), times 2^n built in the exponent bits.
+static inline float exp_approx(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    // round x/ln2 to an integer by adding 1.5 * 2^23: the sum's low mantissa
+    // bits are the integer (the classic shifter trick, exact in float)
+    const float shifter = 12582912.0f;
+    float t = x * 1.44269504f + shifter;
+    float n = t - shifter;
+    // r = x - n ln2 with ln2 split in two, so n * hi is exact
+    float r = fmaf(-n, 0.693145751953125f, x);
+    r = fmaf(-n, 1.428606765330187e-06f, r);
+    float p = 1.0f / 5040.0f;
+    p = fmaf(p, r, 1.0f / 720.0f);
+    p = fmaf(p, r, 1.0f / 120.0f);
+    p = fmaf(p, r, 1.0f / 24.0f);
+    p = fmaf(p, r, 1.0f / 6.0f);
+    p = fmaf(p, r, 0.5f);
+    p = fmaf(p, r, 1.0f);
+    p = fmaf(p, r, 1.0f);
+    int32_t ti;
+    memcpy(&ti, &t, sizeof ti);
+    int32_t bits = (ti - 0x4B400000 + 127) << 23; // 2^n
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
 
 void silu_forward(float *out, const float *in, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {
         float x = in[i];
-        out[i] = x / (1.0f + expf(-x));
+        out[i] = x / (1.0f + exp_approx(-x));
     }
 }
 
 void silu_backward(float *din, const float *dout, const float *in, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {
         float x = in[i];
-        float sg = 1.0f / (1.0f + expf(-x));
+        float sg = 1.0f / (1.0f + exp_approx(-x));
         din[i] += dout[i] * sg * (1.0f + x * (1.0f - sg));
     }
 }
