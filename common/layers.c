@@ -756,6 +756,124 @@ void groupnorm_backward(float *din, float *dw, float *db, const float *dout,
 }
 
 // ---------------------------------------------------------------------------
+// GroupNorm then SiLU, as the UNet applies them before every 3x3 conv. Only
+// the SiLU output (the conv's input) and the group statistics are stored;
+// the backward recomputes the GroupNorm output y = x * sc + sh from them with
+// the same float operations as the forward, so y is bit-identical.
+
+// mean and 1/std of one group's n values, in double (two passes, as above).
+static void group_stats(double *mu, double *rs, const float *x, size_t n) {
+    double sum = 0.0;
+    for (size_t i = 0; i < n; i++) sum += x[i];
+    double m = sum / (double)n, ss = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = x[i] - m;
+        ss += d * d;
+    }
+    *mu = m;
+    *rs = 1.0 / sqrt(ss / (double)n + 1e-5);
+}
+
+void groupnorm_silu_forward(float *act, float *mean, float *rstd, const float *in,
+                            const float *w, const float *b, int B, int C, int HW, int G) {
+    int cg = C / G;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int bi = 0; bi < B; bi++) {
+        for (int g = 0; g < G; g++) {
+            size_t base = ((size_t)bi * C + (size_t)g * cg) * HW; // group's (cg, HW)
+            double mu, rs;
+            group_stats(&mu, &rs, in + base, (size_t)cg * HW);
+            mean[bi * G + g] = (float)mu;
+            rstd[bi * G + g] = (float)rs;
+            for (int c = 0; c < cg; c++) {
+                int ch = g * cg + c;
+                float sc = (float)(rs * w[ch]), sh = (float)(b[ch] - mu * rs * w[ch]);
+                const float *x = in + base + (size_t)c * HW;
+                float *o = act + base + (size_t)c * HW;
+#pragma omp simd
+                for (int i = 0; i < HW; i++) {
+                    float y = x[i] * sc + sh;
+                    o[i] = y / (1.0f + exp_approx(-y));
+                }
+            }
+        }
+    }
+}
+
+size_t groupnorm_silu_scratch_floats(int B, int C, int HW) {
+    // dy (B, C, HW) | per-(item, channel) partials of dw and db, 2 x (B, C)
+    // doubles, after at most one float of padding to align them
+    return (size_t)B * C * HW + 4 * (size_t)B * C + 1;
+}
+
+void groupnorm_silu_backward(float *din, float *dw, float *db, const float *dact,
+                             const float *in, const float *mean, const float *rstd,
+                             const float *w, const float *b, int B, int C, int HW, int G,
+                             float *scratch) {
+    int cg = C / G;
+    size_t n = (size_t)cg * HW;
+    float *dyall = scratch;                                        // (B, C, HW)
+    uintptr_t pa = (uintptr_t)(scratch + (size_t)B * C * HW);
+    double *pw = (double *)((pa + 7) & ~(uintptr_t)7);             // (B, C)
+    double *pb = pw + (size_t)B * C;                               // (B, C)
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int bi = 0; bi < B; bi++) {
+        for (int g = 0; g < G; g++) {
+            size_t base = ((size_t)bi * C + (size_t)g * cg) * HW;
+            double mu = mean[bi * G + g], rs = rstd[bi * G + g];
+            float fmu = (float)mu, frs = (float)rs;
+            double s1 = 0.0, s2 = 0.0; // sums of dxhat and dxhat * xhat over the group
+            for (int c = 0; c < cg; c++) {
+                int ch = g * cg + c;
+                float sc = (float)(rs * w[ch]), sh = (float)(b[ch] - mu * rs * w[ch]);
+                const float *x = in + base + (size_t)c * HW, *da = dact + base + (size_t)c * HW;
+                float *dy = dyall + base + (size_t)c * HW; // d GroupNorm output
+#pragma omp simd
+                for (int i = 0; i < HW; i++) {
+                    float y = x[i] * sc + sh;
+                    float sg = 1.0f / (1.0f + exp_approx(-y));
+                    dy[i] = da[i] * sg * (1.0f + y * (1.0f - sg));
+                }
+                double sw = 0.0, sb = 0.0;
+                for (int i = 0; i < HW; i++) {
+                    float xh = (x[i] - fmu) * frs;
+                    sw += dy[i] * xh;
+                    sb += dy[i];
+                }
+                pw[(size_t)bi * C + ch] = sw;
+                pb[(size_t)bi * C + ch] = sb;
+                s1 += sb * w[ch];
+                s2 += sw * w[ch];
+            }
+            if (!din) continue;
+            // din = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dy * w
+            float m1 = (float)(s1 / (double)n), m2 = (float)(s2 / (double)n);
+            for (int c = 0; c < cg; c++) {
+                float wc = w[g * cg + c];
+                const float *x = in + base + (size_t)c * HW, *dy = dyall + base + (size_t)c * HW;
+                float *o = din + base + (size_t)c * HW;
+#pragma omp simd
+                for (int i = 0; i < HW; i++) {
+                    float xh = (x[i] - fmu) * frs;
+                    o[i] += frs * (dy[i] * wc - m1 - xh * m2);
+                }
+            }
+        }
+    }
+    // weight and bias gradients: per channel, the item partials added in item order
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < C; c++) {
+        double sw = 0.0, sb = 0.0;
+        for (int bi = 0; bi < B; bi++) {
+            sw += pw[(size_t)bi * C + c];
+            sb += pb[(size_t)bi * C + c];
+        }
+        dw[c] += (float)sw;
+        db[c] += (float)sb;
+    }
+}
+
+// ---------------------------------------------------------------------------
 // nearest upsampling x2
 
 void upsample2x_forward(float *out, const float *in, int B, int C, int H, int W) {

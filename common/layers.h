@@ -48,6 +48,17 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *in,
 void groupnorm_backward(float *din, float *dw, float *db, const float *dout,
                         const float *in, const float *mean, const float *rstd,
                         const float *w, int B, int C, int HW, int G);
+// ---- GroupNorm then SiLU: act = SiLU(GroupNorm(in)), the same shapes and
+// statistics as groupnorm_forward, without storing the GroupNorm output (the
+// backward recomputes it from in, mean and rstd). dact is d loss / d act.
+// The backward needs groupnorm_silu_scratch_floats() of scratch.
+void groupnorm_silu_forward(float *act, float *mean, float *rstd, const float *in,
+                            const float *w, const float *b, int B, int C, int HW, int G);
+size_t groupnorm_silu_scratch_floats(int B, int C, int HW);
+void groupnorm_silu_backward(float *din, float *dw, float *db, const float *dact,
+                             const float *in, const float *mean, const float *rstd,
+                             const float *w, const float *b, int B, int C, int HW, int G,
+                             float *scratch);
 // The spec's group count: 32, or fewer when C < 32 (largest divisor of C <= 32).
 int groupnorm_groups(int C);
 

@@ -114,26 +114,24 @@ void resblock_params(ResBlock *r, ParamTable *t, const char *prefix, int cin,
 
 size_t resblock_acts_floats(const ResBlock *r, int B) {
     size_t HW = (size_t)r->H * r->W;
-    return (size_t)B * (2 * r->cin * HW + 2 * r->g1 + 3 * r->cout * HW + r->cout + 2 * r->g2);
+    return (size_t)B * (r->cin * HW + 2 * r->g1 + 2 * r->cout * HW + r->cout + 2 * r->g2);
 }
 
 void resblock_carve(ResBlock *r, float *acts, int B) {
     size_t HW = (size_t)r->H * r->W;
     Carver c = {acts, 0};
-    r->gn1 = carve(&c, (size_t)B * r->cin * HW);
     r->act1 = carve(&c, (size_t)B * r->cin * HW);
     r->mean1 = carve(&c, (size_t)B * r->g1);
     r->rstd1 = carve(&c, (size_t)B * r->g1);
     r->h1 = carve(&c, (size_t)B * r->cout * HW);
     r->tproj = carve(&c, (size_t)B * r->cout);
-    r->gn2 = carve(&c, (size_t)B * r->cout * HW);
     r->act2 = carve(&c, (size_t)B * r->cout * HW);
     r->mean2 = carve(&c, (size_t)B * r->g2);
     r->rstd2 = carve(&c, (size_t)B * r->g2);
     CHECK(c.used == resblock_acts_floats(r, B));
 }
 
-// work: three (B, max(cin, cout), H, W) buffers, then the conv scratch.
+// work: three (B, max(cin, cout), H, W) buffers, then the conv / GroupNorm+SiLU scratch.
 static size_t resblock_buf_floats(const ResBlock *r, int B) {
     int c = r->cin > r->cout ? r->cin : r->cout;
     return (size_t)B * c * r->H * r->W;
@@ -143,6 +141,8 @@ size_t resblock_work_floats(const ResBlock *r, int B) {
     size_t s = conv2d_scratch_floats(B, r->cin, r->H, r->W, r->cout, 3, 1, 1);
     s = max_sz(s, conv2d_scratch_floats(B, r->cout, r->H, r->W, r->cout, 3, 1, 1));
     s = max_sz(s, conv2d_scratch_floats(B, r->cin, r->H, r->W, r->cout, 1, 1, 0));
+    s = max_sz(s, groupnorm_silu_scratch_floats(B, r->cin, r->H * r->W));
+    s = max_sz(s, groupnorm_silu_scratch_floats(B, r->cout, r->H * r->W));
     return 3 * resblock_buf_floats(r, B) + s;
 }
 
@@ -150,20 +150,18 @@ void resblock_forward(ResBlock *r, float *out, const float *x, const float *temb
                       const float *params, int B, float *work) {
     const float *P = params;
     int cin = r->cin, cout = r->cout, H = r->H, W = r->W, HW = H * W;
-    size_t nin = (size_t)B * cin * HW, nout = (size_t)B * cout * HW;
+    size_t nout = (size_t)B * cout * HW;
     float *tmp = work;                                    // (B, cout, H, W)
     float *scratch = work + 3 * resblock_buf_floats(r, B);
-    groupnorm_forward(r->gn1, r->mean1, r->rstd1, x, P + r->norm1, P + r->norm1 + cin,
-                      B, cin, HW, r->g1);
-    silu_forward(r->act1, r->gn1, nin);
+    groupnorm_silu_forward(r->act1, r->mean1, r->rstd1, x, P + r->norm1, P + r->norm1 + cin,
+                           B, cin, HW, r->g1);
     conv2d_forward(r->h1, r->act1, P + r->conv1, P + r->conv1 + conv_wsize(cin, cout, 3),
                    B, cin, H, W, cout, 3, 1, 1, scratch);
     linear_forward(r->tproj, temb_act, P + r->temb_proj,
                    P + r->temb_proj + (size_t)cout * r->temb_dim, B, r->temb_dim, cout);
     add_channel_bias_forward(r->h1, r->tproj, B, cout, HW);
-    groupnorm_forward(r->gn2, r->mean2, r->rstd2, r->h1, P + r->norm2, P + r->norm2 + cout,
-                      B, cout, HW, r->g2);
-    silu_forward(r->act2, r->gn2, nout);
+    groupnorm_silu_forward(r->act2, r->mean2, r->rstd2, r->h1, P + r->norm2, P + r->norm2 + cout,
+                           B, cout, HW, r->g2);
     conv2d_forward(out, r->act2, P + r->conv2, P + r->conv2 + conv_wsize(cout, cout, 3),
                    B, cout, H, W, cout, 3, 1, 1, scratch);
     if (cin != cout) {
@@ -183,7 +181,7 @@ void resblock_backward(const ResBlock *r, float *dx, float *dtemb_act, float *gr
     int cin = r->cin, cout = r->cout, H = r->H, W = r->W, HW = H * W;
     size_t nin = (size_t)B * cin * HW, nout = (size_t)B * cout * HW;
     size_t nb = resblock_buf_floats(r, B);
-    float *w0 = work, *w1 = work + nb, *w2 = work + 2 * nb; // gradient temporaries
+    float *w0 = work, *w2 = work + 2 * nb; // gradient temporaries
     float *scratch = work + 3 * nb;
     // residual path
     if (cin != cout) {
@@ -198,11 +196,10 @@ void resblock_backward(const ResBlock *r, float *dx, float *dtemb_act, float *gr
     zero(w0, nout); // d act2
     conv2d_backward(w0, G + r->conv2, G + r->conv2 + ws2, dout, r->act2, P + r->conv2,
                     B, cout, H, W, cout, 3, 1, 1, scratch);
-    zero(w1, nout); // d gn2
-    silu_backward(w1, w0, r->gn2, nout);
     zero(w2, nout); // d h1
-    groupnorm_backward(w2, G + r->norm2, G + r->norm2 + cout, w1, r->h1, r->mean2, r->rstd2,
-                       P + r->norm2, B, cout, HW, r->g2);
+    groupnorm_silu_backward(w2, G + r->norm2, G + r->norm2 + cout, w0, r->h1, r->mean2,
+                            r->rstd2, P + r->norm2, P + r->norm2 + cout, B, cout, HW, r->g2,
+                            scratch);
     // time projection, broadcast over H, W
     size_t wst = (size_t)cout * r->temb_dim;
     zero(w0, (size_t)B * cout); // d tproj
@@ -214,10 +211,8 @@ void resblock_backward(const ResBlock *r, float *dx, float *dtemb_act, float *gr
     zero(w0, nin); // d act1
     conv2d_backward(w0, G + r->conv1, G + r->conv1 + ws1, w2, r->act1, P + r->conv1,
                     B, cin, H, W, cout, 3, 1, 1, scratch);
-    zero(w1, nin); // d gn1
-    silu_backward(w1, w0, r->gn1, nin);
-    groupnorm_backward(dx, G + r->norm1, G + r->norm1 + cin, w1, x, r->mean1, r->rstd1,
-                       P + r->norm1, B, cin, HW, r->g1);
+    groupnorm_silu_backward(dx, G + r->norm1, G + r->norm1 + cin, w0, x, r->mean1, r->rstd1,
+                            P + r->norm1, P + r->norm1 + cin, B, cin, HW, r->g1, scratch);
 }
 
 // ---------------------------------------------------------------------------
@@ -503,6 +498,7 @@ static void unet_carve(UNet *u, Carver *acts, Carver *grads, int B) {
     size_t max_chw = (size_t)b * S * S; // largest tensor handled at UNet level
     size_t conv_scratch = max_sz(conv2d_scratch_floats(B, Z, S, S, b, 3, 1, 1),
                                  conv2d_scratch_floats(B, ch, S, S, Z, 3, 1, 1));
+    conv_scratch = max_sz(conv_scratch, groupnorm_silu_scratch_floats(B, ch, S * S));
     size_t block_work = 0;
 
     u->xt = carve(acts, lat);
@@ -562,13 +558,13 @@ static void unet_carve(UNet *u, Carver *acts, Carver *grads, int B) {
     u->hlast = cur, u->dhlast = dcur;
     int G = groupnorm_groups(ch);
     size_t head = (size_t)B * ch * S * S;
-    u->head_gn = carve(acts, head);
     u->head_act = carve(acts, head);
     u->head_mean = carve(acts, (size_t)B * G);
     u->head_rstd = carve(acts, (size_t)B * G);
-    // UNet-level work: two (B, max C*H*W) buffers, then the conv scratch.
+    // UNet-level work: one (B, max C*H*W) gradient buffer, then the conv /
+    // GroupNorm+SiLU scratch.
     u->max_chw = max_chw;
-    u->work_floats = max_sz(block_work, 2 * (size_t)B * max_chw + conv_scratch);
+    u->work_floats = max_sz(block_work, (size_t)B * max_chw + conv_scratch);
 }
 
 void unet_init(UNet *u, const UNetConfig *cfg, int max_batch) {
@@ -641,9 +637,8 @@ void unet_forward(UNet *u, float *out, const float *x, const int *t, int B) {
         }
     }
     int G = groupnorm_groups(ch);
-    groupnorm_forward(u->head_gn, u->head_mean, u->head_rstd, u->hlast, P + u->out_norm,
-                      P + u->out_norm + ch, B, ch, HW, G);
-    silu_forward(u->head_act, u->head_gn, (size_t)B * ch * HW);
+    groupnorm_silu_forward(u->head_act, u->head_mean, u->head_rstd, u->hlast, P + u->out_norm,
+                           P + u->out_norm + ch, B, ch, HW, G);
     conv2d_forward(out, u->head_act, P + u->out_conv, P + u->out_conv + conv_wsize(ch, Z, 3),
                    B, ch, S, S, Z, 3, 1, 1, scratch);
 }
@@ -656,9 +651,9 @@ void unet_backward(UNet *u, const float *dout) {
     CHECK(B >= 1);
     int Z = c->latent_channels, S = c->latent_size, b = c->base_channels;
     int ch = b * c->channel_mult[0], HW = S * S;
-    // UNet-level work: two gradient buffers of the largest tensor, then scratch.
+    // UNet-level work: a gradient buffer of the largest tensor, then scratch.
     size_t maxn = (size_t)B * u->max_chw;
-    float *w0 = u->work, *w1 = u->work + maxn, *scratch = u->work + 2 * maxn;
+    float *w0 = u->work, *scratch = u->work + maxn;
 
     zero(u->acts, u->dstream_floats); // stream gradients lead the allocation
     zero(u->dtemb_act, (size_t)B * c->temb_dim);
@@ -668,11 +663,9 @@ void unet_backward(UNet *u, const float *dout) {
     zero(w0, nh);
     conv2d_backward(w0, G + u->out_conv, G + u->out_conv + conv_wsize(ch, Z, 3), dout,
                     u->head_act, P + u->out_conv, B, ch, S, S, Z, 3, 1, 1, scratch);
-    zero(w1, nh);
-    silu_backward(w1, w0, u->head_gn, nh);
-    groupnorm_backward(u->dhlast, G + u->out_norm, G + u->out_norm + ch, w1, u->hlast,
-                       u->head_mean, u->head_rstd, P + u->out_norm, B, ch, HW,
-                       groupnorm_groups(ch));
+    groupnorm_silu_backward(u->dhlast, G + u->out_norm, G + u->out_norm + ch, w0, u->hlast,
+                            u->head_mean, u->head_rstd, P + u->out_norm,
+                            P + u->out_norm + ch, B, ch, HW, groupnorm_groups(ch), scratch);
 
     for (int i = u->n_ops - 1; i >= 0; i--) {
         const UNetOp *op = &u->ops[i];

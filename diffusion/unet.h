@@ -45,11 +45,11 @@ typedef struct {
     int cin, cout, H, W, temb_dim, g1, g2; // g1, g2: GroupNorm groups
     size_t norm1, conv1, temb_proj, norm2, conv2, skip; // skip: cin != cout
     // saved activations (B items)
-    float *gn1, *act1;         // (B, cin, H, W): GN(x), SiLU(GN(x))
+    float *act1;               // (B, cin, H, W): SiLU(GN(x)); GN(x) is recomputed
     float *mean1, *rstd1;      // (B, g1)
     float *h1;                 // (B, cout, H, W): conv1 + temb projection
     float *tproj;              // (B, cout)
-    float *gn2, *act2;         // (B, cout, H, W)
+    float *act2;               // (B, cout, H, W): SiLU(GN(h1))
     float *mean2, *rstd2;      // (B, g2)
 } ResBlock;
 
@@ -133,7 +133,7 @@ typedef struct {
     float *temb_act, *dtemb_act;      // (B, temb_dim)
     float *x_in;                      // (B, Z, h, w): the last forward's input
     size_t conv_in, out_norm, out_conv;
-    float *head_gn, *head_act;        // (B, base, h, w)
+    float *head_act;                  // (B, base, h, w): SiLU(GN(hlast))
     float *head_mean, *head_rstd;     // (B, G)
     float *h0, *dh0;                  // (B, base, h, w): conv_in output (s0)
     float *hlast, *dhlast;            // the stream tensor entering the head
