@@ -433,10 +433,11 @@ void conv2d_forward(float *out, const float *in, const float *w, const float *b,
     }
 }
 
-void conv2d_backward(float *din, float *dw, float *db, const float *dout,
-                     const float *in, const float *w,
-                     int B, int C, int H, int W, int OC, int k, int s, int p,
-                     float *scratch) {
+// acc: din += (conv2d_backward) or din = (conv2d_backward_set) its gradient.
+static void conv2d_backward_impl(float *din, float *dw, float *db, const float *dout,
+                                 const float *in, const float *w,
+                                 int B, int C, int H, int W, int OC, int k, int s, int p,
+                                 float *scratch, int acc) {
     if (conv_is_1x1(k, s, p)) {
         int HW = H * W;
         size_t N = (size_t)B * HW;
@@ -448,11 +449,11 @@ void conv2d_backward(float *din, float *dw, float *db, const float *dout,
         gemm_split(CblasNoTrans, CblasTrans, OC, C, (int)N,
                     1.0f, doutp, (int)N, inp, (int)N, 1.0f, dw, C);
         if (!din) return;
-        // din_b (C, HW) += W^T (C, OC) x dout_b (OC, HW), items across threads
+        // din_b (C, HW) (+)= W^T (C, OC) x dout_b (OC, HW), items across threads
 #pragma omp parallel for schedule(static)
         for (int bi = 0; bi < B; bi++)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, HW, OC,
-                        1.0f, w, C, dout + (size_t)bi * OC * HW, HW, 1.0f,
+                        1.0f, w, C, dout + (size_t)bi * OC * HW, HW, acc ? 1.0f : 0.0f,
                         din + (size_t)bi * C * HW, HW);
         return;
     }
@@ -496,11 +497,12 @@ void conv2d_backward(float *din, float *dw, float *db, const float *dout,
                 im2col_chunk(cols, dout_b, nb, OC, q.OH, q.OW, k, 1, k - 1 - p, H, W);
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, C, ni, q.KO,
                             1.0f, wf, q.KO, cols, ni, 0.0f, dinc, ni);
-                cn_to_chunk(din_b, dinc, NULL, nb, C, (int)HW, 1);
+                cn_to_chunk(din_b, dinc, NULL, nb, C, (int)HW, acc);
             } else {
                 // dcols (K, nc) = W^T (K, OC) x dout_c (OC, nc), scattered back
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, q.K, nc, OC,
                             1.0f, w, q.K, doutc, nc, 0.0f, cols, nc);
+                if (!acc) memset(din_b, 0, (size_t)nb * C * HW * sizeof(float));
                 col2im_chunk(din_b, cols, nb, C, H, W, k, s, p, q.OH, q.OW);
             }
         }
@@ -513,6 +515,20 @@ void conv2d_backward(float *din, float *dw, float *db, const float *dout,
         for (int ci = 0; ci < q.nchunks; ci++) acc += dwp[(size_t)ci * nw + i];
         dw[i] = acc;
     }
+}
+
+void conv2d_backward(float *din, float *dw, float *db, const float *dout,
+                     const float *in, const float *w,
+                     int B, int C, int H, int W, int OC, int k, int s, int p,
+                     float *scratch) {
+    conv2d_backward_impl(din, dw, db, dout, in, w, B, C, H, W, OC, k, s, p, scratch, 1);
+}
+
+void conv2d_backward_set(float *din, float *dw, float *db, const float *dout,
+                         const float *in, const float *w,
+                         int B, int C, int H, int W, int OC, int k, int s, int p,
+                         float *scratch) {
+    conv2d_backward_impl(din, dw, db, dout, in, w, B, C, H, W, OC, k, s, p, scratch, 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -553,10 +569,12 @@ void conv_transpose2d_forward(float *out, const float *in, const float *w,
     col2im_add(out, cols, B, OC, OH, OW, k, s, p, H, W);
 }
 
-void conv_transpose2d_backward(float *din, float *dw, float *db,
-                               const float *dout, const float *in,
-                               const float *w, int B, int C, int H, int W,
-                               int OC, int k, int s, int p, float *scratch) {
+// acc: din += (conv_transpose2d_backward) or din = (..._set) its gradient.
+static void conv_transpose2d_backward_impl(float *din, float *dw, float *db,
+                                           const float *dout, const float *in,
+                                           const float *w, int B, int C, int H, int W,
+                                           int OC, int k, int s, int p, float *scratch,
+                                           int acc) {
     int OH = convt_out(H, k, s, p), OW = convt_out(W, k, s, p);
     size_t HW = (size_t)H * W, N = (size_t)B * HW, OHW = (size_t)OH * OW;
     int M = OC * k * k;
@@ -572,7 +590,23 @@ void conv_transpose2d_backward(float *din, float *dw, float *db,
     // din_perm (C, N) = W (C, M) x dcols (M, N), reusing the in_perm space
     gemm_split(CblasNoTrans, CblasNoTrans, C, (int)N, M,
                 1.0f, w, M, dcols, (int)N, 0.0f, inp, (int)N);
-    cn_to_nchw(din, inp, NULL, B, C, (int)HW, 1);
+    cn_to_nchw(din, inp, NULL, B, C, (int)HW, acc);
+}
+
+void conv_transpose2d_backward(float *din, float *dw, float *db,
+                               const float *dout, const float *in,
+                               const float *w, int B, int C, int H, int W,
+                               int OC, int k, int s, int p, float *scratch) {
+    conv_transpose2d_backward_impl(din, dw, db, dout, in, w, B, C, H, W, OC, k, s, p,
+                                   scratch, 1);
+}
+
+void conv_transpose2d_backward_set(float *din, float *dw, float *db,
+                                   const float *dout, const float *in,
+                                   const float *w, int B, int C, int H, int W,
+                                   int OC, int k, int s, int p, float *scratch) {
+    conv_transpose2d_backward_impl(din, dw, db, dout, in, w, B, C, H, W, OC, k, s, p,
+                                   scratch, 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -658,6 +692,15 @@ void silu_backward(float *din, const float *dout, const float *in, size_t n) {
         float x = in[i];
         float sg = 1.0f / (1.0f + exp_approx(-x));
         din[i] += dout[i] * sg * (1.0f + x * (1.0f - sg));
+    }
+}
+
+void silu_backward_set(float *din, const float *dout, const float *in, size_t n) {
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float x = in[i];
+        float sg = 1.0f / (1.0f + exp_approx(-x));
+        din[i] = dout[i] * sg * (1.0f + x * (1.0f - sg));
     }
 }
 
@@ -806,10 +849,12 @@ size_t groupnorm_silu_scratch_floats(int B, int C, int HW) {
     return (size_t)B * C * HW + 4 * (size_t)B * C + 1;
 }
 
-void groupnorm_silu_backward(float *din, float *dw, float *db, const float *dact,
-                             const float *in, const float *mean, const float *rstd,
-                             const float *w, const float *b, int B, int C, int HW, int G,
-                             float *scratch) {
+// acc: din += (groupnorm_silu_backward) or din = (..._set) its gradient.
+static void groupnorm_silu_backward_impl(float *din, float *dw, float *db, const float *dact,
+                                         const float *in, const float *mean,
+                                         const float *rstd, const float *w, const float *b,
+                                         int B, int C, int HW, int G, float *scratch,
+                                         int acc) {
     int cg = C / G;
     size_t n = (size_t)cg * HW;
     float *dyall = scratch;                                        // (B, C, HW)
@@ -852,10 +897,14 @@ void groupnorm_silu_backward(float *din, float *dw, float *db, const float *dact
                 float wc = w[g * cg + c];
                 const float *x = in + base + (size_t)c * HW, *dy = dyall + base + (size_t)c * HW;
                 float *o = din + base + (size_t)c * HW;
+                if (acc) {
 #pragma omp simd
-                for (int i = 0; i < HW; i++) {
-                    float xh = (x[i] - fmu) * frs;
-                    o[i] += frs * (dy[i] * wc - m1 - xh * m2);
+                    for (int i = 0; i < HW; i++)
+                        o[i] += frs * (dy[i] * wc - m1 - (x[i] - fmu) * frs * m2);
+                } else {
+#pragma omp simd
+                    for (int i = 0; i < HW; i++)
+                        o[i] = frs * (dy[i] * wc - m1 - (x[i] - fmu) * frs * m2);
                 }
             }
         }
@@ -871,6 +920,22 @@ void groupnorm_silu_backward(float *din, float *dw, float *db, const float *dact
         dw[c] += (float)sw;
         db[c] += (float)sb;
     }
+}
+
+void groupnorm_silu_backward(float *din, float *dw, float *db, const float *dact,
+                             const float *in, const float *mean, const float *rstd,
+                             const float *w, const float *b, int B, int C, int HW, int G,
+                             float *scratch) {
+    groupnorm_silu_backward_impl(din, dw, db, dact, in, mean, rstd, w, b, B, C, HW, G,
+                                 scratch, 1);
+}
+
+void groupnorm_silu_backward_set(float *din, float *dw, float *db, const float *dact,
+                                 const float *in, const float *mean, const float *rstd,
+                                 const float *w, const float *b, int B, int C, int HW,
+                                 int G, float *scratch) {
+    groupnorm_silu_backward_impl(din, dw, db, dact, in, mean, rstd, w, b, B, C, HW, G,
+                                 scratch, 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -1057,10 +1122,11 @@ size_t attention_scratch_floats(int B, int C, int T, int heads) {
     return (size_t)B * heads * T * T; // dP / dS (B, heads, T, T)
 }
 
-void attention_backward(float *dq, float *dk, float *dv, const float *dout,
-                        const float *att, const float *q, const float *k,
-                        const float *v, int B, int C, int T, int heads,
-                        float *scratch) {
+// beta 1: dq, dk, dv += their gradients (attention_backward); 0: = (..._set).
+static void attention_backward_impl(float *dq, float *dk, float *dv, const float *dout,
+                                    const float *att, const float *q, const float *k,
+                                    const float *v, int B, int C, int T, int heads,
+                                    float *scratch, float beta) {
     int D = C / heads;
     float scale = 1.0f / sqrtf((float)D);
     size_t TT = (size_t)T * T;
@@ -1070,9 +1136,9 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout,
             size_t off = ((size_t)bi * C + (size_t)h * D) * T;
             const float *P = att + ((size_t)bi * heads + h) * TT; // (T, T)
             float *dS = scratch + ((size_t)bi * heads + h) * TT;  // (T, T)
-            // dV (D, T) += dout (D, T) x P (T, T)
+            // dV (D, T) (+)= dout (D, T) x P (T, T)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, D, T, T,
-                        1.0f, dout + off, T, P, T, 1.0f, dv + off, T);
+                        1.0f, dout + off, T, P, T, beta, dv + off, T);
             // dP (T, T) = dout^T (T, D) x V (D, T)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, T, D,
                         1.0f, dout + off, T, v + off, T, 0.0f, dS, T);
@@ -1085,14 +1151,28 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout,
                 float fd = (float)dot;
                 for (int j = 0; j < T; j++) r[j] = pr[j] * (r[j] - fd);
             }
-            // dQ (D, T) += scale * K (D, T) x dS^T (T, T)
+            // dQ (D, T) (+)= scale * K (D, T) x dS^T (T, T)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, D, T, T,
-                        scale, k + off, T, dS, T, 1.0f, dq + off, T);
-            // dK (D, T) += scale * Q (D, T) x dS (T, T)
+                        scale, k + off, T, dS, T, beta, dq + off, T);
+            // dK (D, T) (+)= scale * Q (D, T) x dS (T, T)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, D, T, T,
-                        scale, q + off, T, dS, T, 1.0f, dk + off, T);
+                        scale, q + off, T, dS, T, beta, dk + off, T);
         }
     }
+}
+
+void attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                        const float *att, const float *q, const float *k,
+                        const float *v, int B, int C, int T, int heads,
+                        float *scratch) {
+    attention_backward_impl(dq, dk, dv, dout, att, q, k, v, B, C, T, heads, scratch, 1.0f);
+}
+
+void attention_backward_set(float *dq, float *dk, float *dv, const float *dout,
+                            const float *att, const float *q, const float *k,
+                            const float *v, int B, int C, int T, int heads,
+                            float *scratch) {
+    attention_backward_impl(dq, dk, dv, dout, att, q, k, v, B, C, T, heads, scratch, 0.0f);
 }
 
 // ---------------------------------------------------------------------------

@@ -102,3 +102,25 @@ size_t attention_scratch_floats(int B, int C, int T, int heads);
 // ---- sinusoidal time embedding: t (B) integer steps -> out (B, dim);
 // first half sin, second half cos, freq_i = exp(-ln(10000) * i / (dim/2)).
 void timestep_embedding(float *out, const int *t, int B, int dim);
+
+// ---- '=' variants of backward kernels: the same computation, but the input
+// gradient din is written (=) instead of accumulated (+=), so a caller whose
+// din has no other contributor skips zeroing it first. Weight and bias
+// gradients still accumulate. din (dq, dk, dv) must not be NULL.
+void conv2d_backward_set(float *din, float *dw, float *db, const float *dout,
+                         const float *in, const float *w,
+                         int B, int C, int H, int W, int OC, int k, int s, int p,
+                         float *scratch);
+void conv_transpose2d_backward_set(float *din, float *dw, float *db,
+                                   const float *dout, const float *in,
+                                   const float *w, int B, int C, int H, int W,
+                                   int OC, int k, int s, int p, float *scratch);
+void silu_backward_set(float *din, const float *dout, const float *in, size_t n);
+void groupnorm_silu_backward_set(float *din, float *dw, float *db, const float *dact,
+                                 const float *in, const float *mean, const float *rstd,
+                                 const float *w, const float *b, int B, int C, int HW,
+                                 int G, float *scratch);
+void attention_backward_set(float *dq, float *dk, float *dv, const float *dout,
+                            const float *att, const float *q, const float *k,
+                            const float *v, int B, int C, int T, int heads,
+                            float *scratch);

@@ -179,7 +179,7 @@ void resblock_backward(const ResBlock *r, float *dx, float *dtemb_act, float *gr
     const float *P = params;
     float *G = grads;
     int cin = r->cin, cout = r->cout, H = r->H, W = r->W, HW = H * W;
-    size_t nin = (size_t)B * cin * HW, nout = (size_t)B * cout * HW;
+    size_t nout = (size_t)B * cout * HW;
     size_t nb = resblock_buf_floats(r, B);
     float *w0 = work, *w2 = work + 2 * nb; // gradient temporaries
     float *scratch = work + 3 * nb;
@@ -193,13 +193,12 @@ void resblock_backward(const ResBlock *r, float *dx, float *dtemb_act, float *gr
     }
     // conv2 <- SiLU <- GN2
     size_t ws2 = conv_wsize(cout, cout, 3);
-    zero(w0, nout); // d act2
-    conv2d_backward(w0, G + r->conv2, G + r->conv2 + ws2, dout, r->act2, P + r->conv2,
-                    B, cout, H, W, cout, 3, 1, 1, scratch);
-    zero(w2, nout); // d h1
-    groupnorm_silu_backward(w2, G + r->norm2, G + r->norm2 + cout, w0, r->h1, r->mean2,
+    // the '=' kernels write w0 and w2 whole: no zero-fill
+    conv2d_backward_set(w0, G + r->conv2, G + r->conv2 + ws2, dout, r->act2, P + r->conv2,
+                    B, cout, H, W, cout, 3, 1, 1, scratch); // w0: d act2
+    groupnorm_silu_backward_set(w2, G + r->norm2, G + r->norm2 + cout, w0, r->h1, r->mean2,
                             r->rstd2, P + r->norm2, P + r->norm2 + cout, B, cout, HW, r->g2,
-                            scratch);
+                            scratch); // w2: d h1
     // time projection, broadcast over H, W
     size_t wst = (size_t)cout * r->temb_dim;
     zero(w0, (size_t)B * cout); // d tproj
@@ -208,9 +207,8 @@ void resblock_backward(const ResBlock *r, float *dx, float *dtemb_act, float *gr
                     P + r->temb_proj, B, r->temb_dim, cout);
     // conv1 <- SiLU <- GN1
     size_t ws1 = conv_wsize(cin, cout, 3);
-    zero(w0, nin); // d act1
-    conv2d_backward(w0, G + r->conv1, G + r->conv1 + ws1, w2, r->act1, P + r->conv1,
-                    B, cin, H, W, cout, 3, 1, 1, scratch);
+    conv2d_backward_set(w0, G + r->conv1, G + r->conv1 + ws1, w2, r->act1, P + r->conv1,
+                    B, cin, H, W, cout, 3, 1, 1, scratch); // w0: d act1
     groupnorm_silu_backward(dx, G + r->norm1, G + r->norm1 + cin, w0, x, r->mean1, r->rstd1,
                             P + r->norm1, P + r->norm1 + cin, B, cin, HW, r->g1, scratch);
 }
@@ -288,15 +286,11 @@ void attnblock_backward(const AttnBlock *a, float *dx, float *grads, const float
     float *w0 = work, *w1 = work + n, *w2 = work + 2 * n, *w3 = work + 3 * n;
     float *scratch = work + 4 * n;
     add_inplace(dx, dout, n); // residual
-    zero(w0, n); // d a
-    conv2d_backward(w0, G + a->proj, G + a->proj + ws, dout, a->a, P + a->proj,
-                    B, C, H, W, C, 1, 1, 0, scratch);
-    zero(w1, n); // d q, d k, d v
-    zero(w2, n);
-    zero(w3, n);
-    attention_backward(w1, w2, w3, w0, a->att, a->q_, a->k_, a->v_, B, C, T, a->heads, scratch);
-    zero(w0, n); // d gn, gathered from q, k and v
-    conv2d_backward(w0, G + a->q, G + a->q + ws, w1, a->gn, P + a->q, B, C, H, W, C, 1, 1, 0, scratch);
+    conv2d_backward_set(w0, G + a->proj, G + a->proj + ws, dout, a->a, P + a->proj,
+                    B, C, H, W, C, 1, 1, 0, scratch); // w0: d a
+    attention_backward_set(w1, w2, w3, w0, a->att, a->q_, a->k_, a->v_, B, C, T, a->heads, scratch);
+    // w1, w2, w3: d q, d k, d v; w0: d gn, gathered from q, k and v
+    conv2d_backward_set(w0, G + a->q, G + a->q + ws, w1, a->gn, P + a->q, B, C, H, W, C, 1, 1, 0, scratch);
     conv2d_backward(w0, G + a->k, G + a->k + ws, w2, a->gn, P + a->k, B, C, H, W, C, 1, 1, 0, scratch);
     conv2d_backward(w0, G + a->v, G + a->v + ws, w3, a->gn, P + a->v, B, C, H, W, C, 1, 1, 0, scratch);
     groupnorm_backward(dx, G + a->norm, G + a->norm + C, w0, x, a->mean, a->rstd,
@@ -659,10 +653,8 @@ void unet_backward(UNet *u, const float *dout) {
     zero(u->dtemb_act, (size_t)B * c->temb_dim);
 
     // head: out_conv <- SiLU <- out_norm
-    size_t nh = (size_t)B * ch * HW;
-    zero(w0, nh);
-    conv2d_backward(w0, G + u->out_conv, G + u->out_conv + conv_wsize(ch, Z, 3), dout,
-                    u->head_act, P + u->out_conv, B, ch, S, S, Z, 3, 1, 1, scratch);
+    conv2d_backward_set(w0, G + u->out_conv, G + u->out_conv + conv_wsize(ch, Z, 3), dout,
+                    u->head_act, P + u->out_conv, B, ch, S, S, Z, 3, 1, 1, scratch); // w0: d head_act
     groupnorm_silu_backward(u->dhlast, G + u->out_norm, G + u->out_norm + ch, w0, u->hlast,
                             u->head_mean, u->head_rstd, P + u->out_norm,
                             P + u->out_norm + ch, B, ch, HW, groupnorm_groups(ch), scratch);
@@ -683,9 +675,8 @@ void unet_backward(UNet *u, const float *dout) {
                             P + op->conv, B, op->C, op->H, op->W, op->C, 3, 2, 1, scratch);
             break;
         case OP_UP: {
-            size_t nup = 4 * (size_t)B * op->C * op->H * op->W;
-            zero(w0, nup);
-            conv2d_backward(w0, G + op->conv, G + op->conv + ws, op->dout, op->up,
+            // w0: d up (B, C, 2H, 2W)
+            conv2d_backward_set(w0, G + op->conv, G + op->conv + ws, op->dout, op->up,
                             P + op->conv, B, op->C, 2 * op->H, 2 * op->W, op->C, 3, 1, 1, scratch);
             upsample2x_backward(op->din, w0, B, op->C, op->H, op->W);
             break;

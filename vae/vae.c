@@ -89,10 +89,6 @@ static size_t layer_out_floats(const Layer *l) {
     return (size_t)l->cout * l->OH * l->OH;
 }
 
-static size_t layer_in_floats(const Layer *l) {
-    return (size_t)l->cin * l->H * l->H;
-}
-
 // Carves the activation allocation for B items (B = max_batch at init);
 // with base == NULL only counts. Returns the total floats.
 static size_t acts_carve(Acts *a, float *base, const Vae *v, int B) {
@@ -203,16 +199,23 @@ static void layer_forward(const Vae *v, const Layer *l, float *out,
                        l->s, l->p, v->scratch);
 }
 
+// Writes din (=) when it is not NULL; accumulates into the parameter gradients.
 static void layer_backward(Vae *v, const Layer *l, float *din,
                            const float *dout, const float *in, int B) {
     const float *w = v->params + l->w;
     float *dw = v->grads + l->w, *db = v->grads + l->b;
-    if (l->transpose)
-        conv_transpose2d_backward(din, dw, db, dout, in, w, B, l->cin, l->H,
+    if (!din && l->transpose)
+        conv_transpose2d_backward(NULL, dw, db, dout, in, w, B, l->cin, l->H,
+                                  l->H, l->cout, l->k, l->s, l->p, v->scratch);
+    else if (!din)
+        conv2d_backward(NULL, dw, db, dout, in, w, B, l->cin, l->H, l->H,
+                        l->cout, l->k, l->s, l->p, v->scratch);
+    else if (l->transpose)
+        conv_transpose2d_backward_set(din, dw, db, dout, in, w, B, l->cin, l->H,
                                   l->H, l->cout, l->k, l->s, l->p, v->scratch);
     else
-        conv2d_backward(din, dw, db, dout, in, w, B, l->cin, l->H, l->H,
-                        l->cout, l->k, l->s, l->p, v->scratch);
+        conv2d_backward_set(din, dw, db, dout, in, w, B, l->cin, l->H, l->H,
+                            l->cout, l->k, l->s, l->p, v->scratch);
 }
 
 // Runs one half: in -> pre[0..3] (kept), SiLU'd copies in tmp, -> out.
@@ -237,16 +240,12 @@ static void half_backward(Vae *v, const Layer *L, float *const *pre,
             silu_forward(a->tmp, pre[i - 1], (size_t)B * layer_out_floats(&L[i - 1]));
             x = a->tmp;
         }
-        float *din = NULL;
-        if (i > 0 || din_needed) {
-            din = a->g1;
-            memset(din, 0, (size_t)B * layer_in_floats(&L[i]) * sizeof(float));
-        }
+        // g1 = d x and then g0 = d pre[i-1], each written whole ('=' kernels)
+        float *din = i > 0 || din_needed ? a->g1 : NULL;
         layer_backward(v, &L[i], din, a->g0, x, B);
         if (i > 0) {
             size_t n = (size_t)B * layer_out_floats(&L[i - 1]);
-            memset(a->g0, 0, n * sizeof(float));
-            silu_backward(a->g0, a->g1, pre[i - 1], n);
+            silu_backward_set(a->g0, a->g1, pre[i - 1], n);
         }
     }
 }
