@@ -33,33 +33,22 @@ void image_free(uint8_t *pixels) { stbi_image_free(pixels); }
 void image_resize_crop(uint8_t *out, const uint8_t *in, int w, int h,
                        int channels, int size) {
     CHECK(w > 0 && h > 0 && size > 0);
-    // The shorter side becomes `size`; the longer keeps the aspect ratio and
-    // is rounded, never below `size`, so the crop window always fits.
-    int rw, rh;
-    if (w <= h) {
-        rw = size;
-        rh = (int)llround((double)h * size / w);
-        if (rh < size) rh = size;
-    } else {
-        rh = size;
-        rw = (int)llround((double)w * size / h);
-        if (rw < size) rw = size;
+    // Crop the central square first, then resize it to size x size: the same
+    // picture as resizing the shorter side and cropping, but the work and
+    // memory stay bounded by the square even for an extreme aspect ratio
+    // (a 2 x 3,000,000 image resized first would need a 32 x 48M buffer).
+    // stb reads the square in place through the row stride.
+    int m = w < h ? w : h, x0 = (w - m) / 2, y0 = (h - m) / 2;
+    size_t stride = (size_t)w * channels;
+    const uint8_t *sq = in + (size_t)y0 * stride + (size_t)x0 * channels;
+    if (m == size) {
+        for (int y = 0; y < size; y++)
+            memcpy(out + (size_t)y * size * channels, sq + (size_t)y * stride,
+                   (size_t)size * channels);
+        return;
     }
-    size_t rn;
-    CHECK(mul_size((size_t)rw * (size_t)rh, (size_t)channels, &rn) == 0);
-    const uint8_t *res = in;
-    uint8_t *tmp = NULL;
-    if (rw != w || rh != h) {
-        tmp = xmalloc(rn); // (rh, rw, channels)
-        CHECK(stbir_resize_uint8(in, w, h, 0, tmp, rw, rh, 0, channels) == 1);
-        res = tmp;
-    }
-    int x0 = (rw - size) / 2, y0 = (rh - size) / 2;
-    for (int y = 0; y < size; y++) {
-        memcpy(out + (size_t)y * size * channels,
-               res + ((size_t)(y + y0) * rw + x0) * channels, (size_t)size * channels);
-    }
-    free(tmp);
+    CHECK(stride <= INT32_MAX);
+    CHECK(stbir_resize_uint8(sq, m, m, (int)stride, out, size, size, 0, channels) == 1);
 }
 
 int png_write(const char *path, const uint8_t *pixels, int w, int h, int channels) {
