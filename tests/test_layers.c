@@ -284,6 +284,46 @@ static void test_groupnorm(int ci) {
     free(din), free(dw), free(db);
 }
 
+// The fused GroupNorm+SiLU against the separate kernels (themselves checked
+// against torch above) on the golden GroupNorm cases: forward, the
+// accumulating backward (twice), and the '=' backward over a garbage din.
+static void test_groupnorm_silu(int ci) {
+    char grp[32];
+    snprintf(grp, sizeof grp, "groupnorm_%d", ci);
+    int *c = rd_cfg(grp, 4);
+    int B = c[0], C = c[1], HW = c[2], G = c[3];
+    free(c);
+    size_t n, nc, ng = (size_t)B * G;
+    float *in = rd(grp, "in", &n), *w = rd(grp, "w", &nc), *b = rd(grp, "b", NULL);
+    float *dact = rd(grp, "dout", NULL);
+    float *gn = nan_buf(n), *act_ref = nan_buf(n), *mean = nan_buf(ng), *rstd = nan_buf(ng);
+    groupnorm_forward(gn, mean, rstd, in, w, b, B, C, HW, G);
+    silu_forward(act_ref, gn, n);
+    float *dgn = zero_buf(n), *din_ref = zero_buf(n), *dw_ref = zero_buf(nc), *db_ref = zero_buf(nc);
+    silu_backward(dgn, dact, gn, n);
+    groupnorm_backward(din_ref, dw_ref, db_ref, dgn, in, mean, rstd, w, B, C, HW, G);
+
+    float *act = nan_buf(n), *m2 = nan_buf(ng), *r2 = nan_buf(ng);
+    float *scratch = nan_buf(groupnorm_silu_scratch_floats(B, C, HW));
+    groupnorm_silu_forward(act, m2, r2, in, w, b, B, C, HW, G);
+    check_fwd(grp, "fused act vs separate", act, act_ref, n);
+    float *din = zero_buf(n), *dw = zero_buf(nc), *db = zero_buf(nc);
+    for (int rep = 1; rep <= 2; rep++) {
+        groupnorm_silu_backward(din, dw, db, dact, in, m2, r2, w, b, B, C, HW, G, scratch);
+        check_scaled(grp, "fused din vs separate", din, din_ref, n, (float)rep);
+        check_scaled(grp, "fused dw vs separate", dw, dw_ref, nc, (float)rep);
+        check_scaled(grp, "fused db vs separate", db, db_ref, nc, (float)rep);
+    }
+    float *dset = nan_buf(n);
+    memset(dw, 0, nc * sizeof(float));
+    memset(db, 0, nc * sizeof(float));
+    groupnorm_silu_backward_set(dset, dw, db, dact, in, m2, r2, w, b, B, C, HW, G, scratch);
+    check_scaled(grp, "fused din (=) vs separate", dset, din_ref, n, 1.0f);
+    free(in), free(w), free(b), free(dact), free(gn), free(act_ref), free(mean), free(rstd);
+    free(dgn), free(din_ref), free(dw_ref), free(db_ref), free(act), free(m2), free(r2);
+    free(scratch), free(din), free(dw), free(db), free(dset);
+}
+
 static void test_groupnorm_groups(void) {
     check_true("groupnorm_groups: 64->32, 128->32, 8->8, 4->4, 48->24, 3->3",
                groupnorm_groups(64) == 32 && groupnorm_groups(128) == 32 &&
@@ -512,6 +552,7 @@ int main(void) {
     test_silu();
     n = count_cases("groupnorm");
     for (int i = 0; i < n; i++) test_groupnorm(i);
+    for (int i = 0; i < n; i++) test_groupnorm_silu(i);
     test_groupnorm_groups();
     test_upsample();
     test_concat();
