@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 tools/setup.sh
 rm -rf runs/demo
 exec tools/ldm-pipeline.sh --data fashion-mnist --out runs/demo \
-    --vae-minutes "${DEMO_VAE_MINUTES:-3}" --ldm-minutes "${DEMO_LDM_MINUTES:-5.5}" --n 64 "$@"
+    --vae-minutes "${DEMO_VAE_MINUTES:-2.5}" --ldm-minutes "${DEMO_LDM_MINUTES:-6}" --n 64 "$@"
