@@ -20,12 +20,13 @@ usage: $0 --data SRC --out DIR [options]
   --ldm-minutes M     UNet budget (default 6)
   --attn-res LIST     latent sides with attention (default: latent side / 2)
   --n N               images to sample (default 64)
+  --eta E             DDIM eta of the final samples (default 0, deterministic)
   --threads T         threads (default: all cores)
   --seed S            seed (default 0)
 USAGE
 }
 
-data="" out="" size=32 ch=1 hflip="" vmin=3 lmin=6 attn="" n=64 threads="" seed=0
+data="" out="" size=32 ch=1 hflip="" vmin=3 lmin=6 attn="" n=64 eta=0 threads="" seed=0
 while [ $# -gt 0 ]; do
     case $1 in
     --data) data=$2; shift 2 ;;
@@ -37,6 +38,7 @@ while [ $# -gt 0 ]; do
     --ldm-minutes) lmin=$2; shift 2 ;;
     --attn-res) attn=$2; shift 2 ;;
     --n) n=$2; shift 2 ;;
+    --eta) eta=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --seed) seed=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -69,5 +71,5 @@ run vae-encode "$BIN/vae-encode" --vae "$out/vae.h5" --data "$data" --out "$out/
 run ldm-train "$BIN/ldm-train" --latents "$out/latents.h5" --out "$out/unet.h5" --minutes "$lmin" \
     --attn-res "$attn" --resume $common
 run ldm-sample "$BIN/ldm-sample" --unet "$out/unet.h5" --vae "$out/vae.h5" --n "$n" \
-    --out "$out/samples.png" $common
+    --eta "$eta" --out "$out/samples.png" $common
 echo "$0: done in $(( $(date +%s) - t0 )) s; samples in $out/samples.png" >&2
