@@ -66,79 +66,6 @@ static void valid_range(int *lo, int *hi, int kk, int s, int p, int n, int on) {
 // is what this layout is meant to avoid; the attribute keeps them as loops.
 #define IM2COL_PAD_MAX 4096 // floats of padded plane kept on the stack
 
-__attribute__((optimize("no-tree-loop-distribute-patterns")))
-static void im2col(float *cols, const float *img, int B, int C, int H, int W,
-                   int k, int s, int p, int OH, int OW) {
-    // cols (C*k*k, B*OH*OW), img (B, C, H, W)
-    size_t OHW = (size_t)OH * OW, N = (size_t)B * OHW;
-    int PH = (OH - 1) * s + k, PW = (OW - 1) * s + k; // padded extent read
-    if ((size_t)PH * PW <= IM2COL_PAD_MAX) {
-#pragma omp parallel for collapse(2) schedule(static)
-        for (int c = 0; c < C; c++) {
-            for (int b = 0; b < B; b++) {
-                float pad[IM2COL_PAD_MAX]; // (PH, PW): img plane at offset (p, p)
-                const float *plane = img + ((size_t)b * C + c) * H * W;
-                for (int y = 0; y < PH; y++) {
-                    int iy = y - p;
-                    float *prow = pad + (size_t)y * PW;
-                    if (iy < 0 || iy >= H) {
-                        for (int x = 0; x < PW; x++) prow[x] = 0.0f;
-                        continue;
-                    }
-                    const float *src = plane + (size_t)iy * W;
-                    for (int x = 0; x < PW; x++) {
-                        int ix = x - p;
-                        prow[x] = ix >= 0 && ix < W ? src[ix] : 0.0f;
-                    }
-                }
-                for (int ki = 0; ki < k; ki++) {
-                    for (int kj = 0; kj < k; kj++) {
-                        float *dst = cols + (size_t)((c * k + ki) * k + kj) * N + b * OHW;
-                        for (int oh = 0; oh < OH; oh++) {
-                            const float *src = pad + (size_t)(oh * s + ki) * PW + kj;
-                            float *d = dst + (size_t)oh * OW;
-                            if (s == 1) {
-                                for (int ow = 0; ow < OW; ow++) d[ow] = src[ow];
-                            } else {
-                                for (int ow = 0; ow < OW; ow++) d[ow] = src[ow * s];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        return;
-    }
-    // Large planes: one task per (row, item), copying runs of each input row.
-    int rows = C * k * k;
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int r = 0; r < rows; r++) {
-        for (int b = 0; b < B; b++) {
-            int c = r / (k * k), ki = (r / k) % k, kj = r % k;
-            int lo, hi;
-            valid_range(&lo, &hi, kj, s, p, W, OW);
-            const float *plane = img + ((size_t)b * C + c) * H * W;
-            float *dst = cols + (size_t)r * N + b * OHW;
-            int sh = kj - p; // ow maps to iw = ow * s + sh
-            for (int oh = 0; oh < OH; oh++, dst += OW) {
-                int ih = oh * s - p + ki;
-                if (ih < 0 || ih >= H) {
-                    memset(dst, 0, (size_t)OW * sizeof(float));
-                    continue;
-                }
-                const float *src = plane + (size_t)ih * W; // input row
-                for (int ow = 0; ow < lo; ow++) dst[ow] = 0.0f;
-                if (s == 1) {
-                    memcpy(dst + lo, src + lo + sh, (size_t)(hi - lo) * sizeof(float));
-                } else {
-                    for (int ow = lo; ow < hi; ow++) dst[ow] = src[ow * s + sh];
-                }
-                for (int ow = hi; ow < OW; ow++) dst[ow] = 0.0f;
-            }
-        }
-    }
-}
-
 // img (B, C, H, W) += the adjoint of im2col applied to cols (C*k*k, B*OH*OW).
 // One thread per (b, c) plane, so no two threads touch the same element, and
 // each element sums its contributions in the fixed (ki, kj, oh, ow) order.
@@ -326,6 +253,17 @@ static void im2col_chunk(float *cols, const float *img, int nb, int C, int H, in
     size_t OHW = (size_t)OH * OW, N = (size_t)nb * OHW;
     for (int c = 0; c < C; c++)
         for (int b = 0; b < nb; b++)
+            im2col_plane(cols, N, b * OHW, img + ((size_t)b * C + c) * H * W, c, H, W,
+                         k, s, p, OH, OW);
+}
+
+// cols (C*k*k, B*OH*OW) of img (B, C, H, W), one task per (channel, item) plane.
+static void im2col(float *cols, const float *img, int B, int C, int H, int W,
+                   int k, int s, int p, int OH, int OW) {
+    size_t OHW = (size_t)OH * OW, N = (size_t)B * OHW;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int c = 0; c < C; c++)
+        for (int b = 0; b < B; b++)
             im2col_plane(cols, N, b * OHW, img + ((size_t)b * C + c) * H * W, c, H, W,
                          k, s, p, OH, OW);
 }
