@@ -42,6 +42,15 @@ static void update(float *x, const float *o, const float *z, Predict p, double c
     }
 }
 
+// The N(0, I) noise of step k (n floats): the caller's replay buffer when
+// given, else drawn from rng into buf.
+static const float *step_noise(const float *noise, int k, size_t n, Rng *rng, float *buf) {
+    if (noise) return noise + (size_t)k * n;
+    CHECK(rng != NULL);
+    rng_normal_fill(rng, buf, n);
+    return buf;
+}
+
 static int check_args(UNet *u, const Schedule *s, int B, int prediction, const char *who) {
     CHECK(B >= 1 && B <= u->max_batch);
     if (prediction != PRED_EPS && prediction != PRED_V)
@@ -68,16 +77,7 @@ int ddim_sample_ex(UNet *u, const Schedule *s, float *x, int B, int steps, float
         unet_forward(u, u->pred, x, t, B);
         double sigma = eta * sqrt((1 - ab_prev) / (1 - ab)) * sqrt(1 - ab / ab_prev);
         double dir = 1 - ab_prev - sigma * sigma;
-        const float *z = NULL;
-        if (sigma > 0) {
-            if (noise) {
-                z = noise + (size_t)k * n;
-            } else {
-                CHECK(rng != NULL);
-                rng_normal_fill(rng, u->target, n);
-                z = u->target;
-            }
-        }
+        const float *z = sigma > 0 ? step_noise(noise, k, n, rng, u->target) : NULL;
         update(x, u->pred, z, predict_coefs(ab, prediction), sqrt(ab_prev),
                sqrt(dir > 0 ? dir : 0), 0.0, sigma, n);
         if (traj) memcpy(traj + (size_t)k * n, x, n * sizeof *x);
@@ -101,16 +101,7 @@ int ddpm_sample_ex(UNet *u, const Schedule *s, float *x, int B, int prediction, 
         // posterior mean = c0 * x0 + cx * x_t, variance beta_tilde
         double c0 = beta * sqrt(ab_prev) / (1 - ab);
         double cx = (1 - ab_prev) * sqrt(1 - beta) / (1 - ab);
-        const float *z = NULL;
-        if (ti > 0) {
-            if (noise) {
-                z = noise + (size_t)k * n;
-            } else {
-                CHECK(rng != NULL);
-                rng_normal_fill(rng, u->target, n);
-                z = u->target;
-            }
-        }
+        const float *z = ti > 0 ? step_noise(noise, k, n, rng, u->target) : NULL;
         update(x, u->pred, z, predict_coefs(ab, prediction), c0, 0.0, cx,
                sqrt(s->posterior_variance[ti]), n);
         if (traj) memcpy(traj + (size_t)k * n, x, n * sizeof *x);
