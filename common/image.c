@@ -51,16 +51,33 @@ void image_resize_crop(uint8_t *out, const uint8_t *in, int w, int h,
     CHECK(stbir_resize_uint8(sq, m, m, (int)stride, out, size, size, 0, channels) == 1);
 }
 
+// stb's own file writer ignores fwrite() failures, so a full disk would
+// leave a truncated PNG that looks written; write through a callback that
+// checks every write, then check the flush and close too.
+typedef struct {
+    FILE *f;
+    int failed;
+} PngSink;
+
+static void png_sink_write(void *ctx, void *data, int size) {
+    PngSink *s = ctx;
+    if (!s->failed && fwrite(data, 1, (size_t)size, s->f) != (size_t)size) s->failed = 1;
+}
+
 int png_write(const char *path, const uint8_t *pixels, int w, int h, int channels) {
     CHECK(w > 0 && h > 0 && channels >= 1 && channels <= 4);
     char tmp[4096];
     tmp_path_for(tmp, sizeof tmp, path);
     // Written beside the target and renamed, so a reader never sees half a PNG.
-    errno = 0;
-    if (!stbi_write_png(tmp, w, h, channels, pixels, w * channels)) {
-        int e = errno;
+    PngSink sink = {fopen(tmp, "wb"), 0};
+    if (!sink.f) return errorf("%s: cannot write PNG: %s", path, strerror(errno));
+    int ok = stbi_write_png_to_func(png_sink_write, &sink, w, h, channels, pixels, w * channels);
+    int e = 0;
+    if (!ok || sink.failed || fflush(sink.f) != 0) e = errno ? errno : EIO;
+    if (fclose(sink.f) != 0 && !e) e = errno ? errno : EIO;
+    if (!ok || e) {
         remove(tmp);
-        return errorf("%s: cannot write PNG: %s", path, e ? strerror(e) : "write failed");
+        return errorf("%s: cannot write PNG: %s", path, strerror(e ? e : EIO));
     }
     return commit_tmp_file(tmp, path);
 }

@@ -82,6 +82,8 @@ expect_fail "unknown schedule" "cosinus" "$B/ldm-train" --latents "$T/lat.h5" --
 expect_fail "--sample-every without --vae" "needs --vae" "$B/ldm-train" --latents "$T/lat.h5" --out "$T/u3.h5" --steps 1 --sample-every 1
 expect_ok "sample 4 images" "$B/ldm-sample" --unet "$T/u.h5" --vae "$T/a.h5" --n 4 --steps 3 --out "$T/s.png" --out-dir "$T/imgs" --threads 1
 [ "$(ls "$T/imgs" | wc -l)" -eq 4 ] && echo "PASS --out-dir holds the 4 images only" || { echo "FAIL --out-dir contents"; fails=$((fails + 1)); }
+expect_fail "sample grid past the file-size limit" "cannot write PNG" sh -c "ulimit -f 1; exec '$B/ldm-sample' --unet '$T/u.h5' --vae '$T/a.h5' --n 64 --steps 3 --out '$T/full.png' --threads 1"
+[ ! -e "$T/full.png" ] && ! ls "$T"/full.png.tmp.* >/dev/null 2>&1 && echo "PASS no partial PNG left" || { echo "FAIL a partial PNG was left"; fails=$((fails + 1)); }
 expect_fail "a VAE checkpoint passed as --unet" "expected a unet checkpoint" "$B/ldm-sample" --unet "$T/a.h5" --vae "$T/a.h5" --n 4 --out "$T/s.png"
 expect_fail "a UNet checkpoint passed as --vae" "expected a vae checkpoint" "$B/ldm-sample" --unet "$T/u.h5" --vae "$T/u.h5" --n 4 --out "$T/s.png"
 expect_fail "a VAE of another latent shape" "decodes" "$B/ldm-sample" --unet "$T/u.h5" --vae "$T/b.h5" --n 4 --out "$T/s.png"

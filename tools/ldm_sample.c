@@ -45,6 +45,7 @@ static int make_dir(const char *dir) {
 }
 
 int main(int argc, char **argv) {
+    tool_process_init();
     const char *unet_path = NULL, *vae_path = NULL, *sampler = "ddim", *weights = "ema";
     const char *out = NULL, *out_dir = NULL;
     int n = 64, batch = 64, steps = 50, seed = 0, threads = default_threads();

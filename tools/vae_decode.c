@@ -9,6 +9,7 @@
 #include "vae_ckpt.h"
 
 int main(int argc, char **argv) {
+    tool_process_init();
     const char *vae_path = NULL, *cache = NULL, *out = "decoded.png";
     int n = 64, threads = default_threads();
     Opt opts[] = {

@@ -11,6 +11,7 @@
 #include "vae_ckpt.h"
 
 int main(int argc, char **argv) {
+    tool_process_init();
     const char *vae_path = NULL, *data = NULL, *out = "reconstructions.png";
     int n = 64, threads = default_threads();
     Opt opts[] = {
