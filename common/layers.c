@@ -58,14 +58,6 @@ static void valid_range(int *lo, int *hi, int kk, int s, int p, int n, int on) {
     *hi = h;
 }
 
-// Small planes (the UNet's 4x4 and 8x8, the VAE's up to 32x32): each task
-// copies one (item, channel) plane into a zero-bordered local buffer once,
-// then every (ki, kj) row is a plain strided read of it, with no bounds
-// tests and no library calls on rows that are only 4 to 32 floats long.
-// GCC would turn the short copy loops back into memcpy/memset calls, which
-// is what this layout is meant to avoid; the attribute keeps them as loops.
-#define IM2COL_PAD_MAX 4096 // floats of padded plane kept on the stack
-
 // img (B, C, H, W) += the adjoint of im2col applied to cols (C*k*k, B*OH*OW).
 // One thread per (b, c) plane, so no two threads touch the same element, and
 // each element sums its contributions in the fixed (ki, kj, oh, ow) order.
@@ -184,6 +176,14 @@ static int conv_threads(const ConvPlan *q) {
     int t = omp_get_max_threads();
     return t < q->slots ? t : q->slots;
 }
+
+// Small planes (the UNet's 4x4 and 8x8, the VAE's up to 32x32): each task
+// copies one (item, channel) plane into a zero-bordered local buffer once,
+// then every (ki, kj) row is a plain strided read of it, with no bounds
+// tests and no library calls on rows that are only 4 to 32 floats long.
+// GCC would turn the short copy loops back into memcpy/memset calls, which
+// is what this layout is meant to avoid; the attribute keeps them as loops.
+#define IM2COL_PAD_MAX 4096 // floats of padded plane kept on the stack
 
 // One (item, channel) plane into its k*k rows of a column matrix with N
 // columns, at column offset col0 (serial; called per task).
