@@ -23,7 +23,12 @@ SRCS="common/args.c common/checkpoint.c common/common.c common/image.c common/la
 OBJS=""
 for s in $SRCS; do
     o=$O/obj/$(echo "$s" | tr / _).o
-    [ "$o" -nt "$s" ] || $CC $FLAGS -fsanitize=fuzzer-no-link -c "$s" -o "$o"
+    # stb (not ours) gets ASan but not UBSan: stb_image 2.27 computes
+    # NULL + 0 on a PNG whose first IDAT chunk is empty (harmless, and a
+    # header we cannot patch); memory errors in it still stop the run.
+    extra=""
+    [ "$s" = common/stb_impl.c ] && extra="-fno-sanitize=undefined"
+    [ "$o" -nt "$s" ] || $CC $FLAGS $extra -fsanitize=fuzzer-no-link -c "$s" -o "$o"
     OBJS="$OBJS $o"
 done
 # HDF5 keeps library state for the process lifetime: not our leaks.
