@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "winograd.h"
 
 // ---------------------------------------------------------------------------
 // C (M, N) = alpha op(A) (M, K) op(B) (K, N) + beta C, as single-threaded
@@ -325,8 +326,16 @@ static void cn_to_chunk(float *dst, const float *src, const float *bias, int nb,
 // (measured faster than chunks for these: the chunk copies cost as much as
 // their GEMMs).
 static int conv_is_1x1(int k, int s, int p) { return k == 1 && s == 1 && p == 0; }
+// 3x3 stride-1 "same" convs, most of both networks' work, go through Winograd
+// (winograd.h) unless a side has few channels: then its GEMMs are too thin
+// to pay for the transforms (measured slower for 4 -> 64, 64 -> 4, 1 -> 32).
+#define WINO_MIN_CHANNELS 16
+static int conv_is_wino(int C, int OC, int k, int s, int p) {
+    return k == 3 && s == 1 && p == 1 && C >= WINO_MIN_CHANNELS && OC >= WINO_MIN_CHANNELS;
+}
 
 size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int k, int s, int p) {
+    if (conv_is_wino(C, OC, k, s, p)) return winograd_scratch_floats(B, C, H, W, OC);
     if (conv_is_1x1(k, s, p)) // in and dout, channel-major (C + OC, B*H*W)
         return ((size_t)C + OC) * B * H * W;
     ConvPlan q = conv_plan(B, C, H, W, OC, k, s, p);
@@ -337,6 +346,10 @@ size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int k, int s, i
 void conv2d_forward(float *out, const float *in, const float *w, const float *b,
                     int B, int C, int H, int W, int OC, int k, int s, int p,
                     float *scratch) {
+    if (conv_is_wino(C, OC, k, s, p)) {
+        winograd_conv_forward(out, in, w, b, B, C, H, W, OC, scratch);
+        return;
+    }
     if (conv_is_1x1(k, s, p)) {
         size_t HW = (size_t)H * W;
         // in_b (C, HW) is already the column matrix; one small GEMM per
@@ -376,6 +389,11 @@ static void conv2d_backward_impl(float *din, float *dw, float *db, const float *
                                  const float *in, const float *w,
                                  int B, int C, int H, int W, int OC, int k, int s, int p,
                                  float *scratch, int acc) {
+    if (conv_is_wino(C, OC, k, s, p)) {
+        if (db) bias_backward(db, dout, B, OC, H * W);
+        winograd_conv_backward(din, dw, dout, in, w, B, C, H, W, OC, scratch, acc);
+        return;
+    }
     if (conv_is_1x1(k, s, p)) {
         int HW = H * W;
         size_t N = (size_t)B * HW;

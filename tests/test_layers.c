@@ -13,6 +13,7 @@
 
 #include "common.h"
 #include "layers.h"
+#include "winograd.h"
 #include "testutil.h"
 
 #define TOL 1e-5
@@ -529,6 +530,89 @@ static void test_threads(void) {
     free(r1), free(r2);
 }
 
+// ---------------------------------------------------------------------------
+// Winograd F(2x2, 3x3) itself (conv2d uses it for 3x3 stride-1 convs with
+// 16+ channels a side; golden conv2d_6 is one). Here narrow and wide shapes
+// with several chunks, odd sizes, one-row planes and whole-image chunks are
+// checked against a direct convolution in double, and at 1 against 2 threads.
+
+static float rand_sym(void) { return (float)rand_index(20001) / 10000.0f - 1.0f; }
+
+// out (B, OC, H, W), din (B, C, H, W), dw (OC, C, 3, 3) of a direct 3x3 pad-1 conv
+static void conv3x3_direct(double *out, double *din, double *dw, const float *in,
+                           const float *w, const float *dout, int B, int C, int H, int W,
+                           int OC) {
+    memset(out, 0, (size_t)B * OC * H * W * sizeof(double));
+    memset(din, 0, (size_t)B * C * H * W * sizeof(double));
+    memset(dw, 0, (size_t)OC * C * 9 * sizeof(double));
+    for (int b = 0; b < B; b++)
+        for (int o = 0; o < OC; o++)
+            for (int y = 0; y < H; y++)
+                for (int x = 0; x < W; x++) {
+                    size_t oi = (((size_t)b * OC + o) * H + y) * W + x;
+                    for (int c = 0; c < C; c++)
+                        for (int i = 0; i < 3; i++)
+                            for (int j = 0; j < 3; j++) {
+                                int iy = y + i - 1, ix = x + j - 1;
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                                size_t ii = (((size_t)b * C + c) * H + iy) * W + ix;
+                                size_t wi = ((size_t)o * C + c) * 9 + i * 3 + j;
+                                out[oi] += (double)w[wi] * in[ii];
+                                din[ii] += (double)w[wi] * dout[oi];
+                                dw[wi] += (double)in[ii] * dout[oi];
+                            }
+                }
+}
+
+static float *to_float(const double *x, size_t n) {
+    float *f = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) f[i] = (float)x[i];
+    return f;
+}
+
+static void test_winograd_shape(int B, int C, int H, int W, int OC) {
+    size_t nin = (size_t)B * C * H * W, nout = (size_t)B * OC * H * W, nw = (size_t)OC * C * 9;
+    float *in = xmalloc(nin * sizeof(float)), *w = xmalloc(nw * sizeof(float));
+    float *dout = xmalloc(nout * sizeof(float));
+    for (size_t i = 0; i < nin; i++) in[i] = rand_sym();
+    for (size_t i = 0; i < nw; i++) w[i] = 0.3f * rand_sym();
+    for (size_t i = 0; i < nout; i++) dout[i] = rand_sym();
+    double *ro = xmalloc(nout * sizeof(double)), *rdin = xmalloc(nin * sizeof(double));
+    double *rdw = xmalloc(nw * sizeof(double));
+    conv3x3_direct(ro, rdin, rdw, in, w, dout, B, C, H, W, OC);
+    float *fo = to_float(ro, nout), *fdin = to_float(rdin, nin), *fdw = to_float(rdw, nw);
+    float *scratch = xmalloc(winograd_scratch_floats(B, C, H, W, OC) * sizeof(float));
+    size_t nres = nout + nin + nw;
+    float *res[2];
+    for (int t = 0; t < 2; t++) {
+        set_threads(t + 1);
+        res[t] = zero_buf(nres);
+        float *out = res[t], *din = out + nout, *dw = din + nin;
+        winograd_conv_forward(out, in, w, NULL, B, C, H, W, OC, scratch);
+        winograd_conv_backward(din, dw, dout, in, w, B, C, H, W, OC, scratch, 0);
+    }
+    char name[128];
+    snprintf(name, sizeof name, "winograd %dx%dx%dx%d->%d out vs direct", B, C, H, W, OC);
+    check_close(name, res[0], fo, nout, 1e-5);
+    snprintf(name, sizeof name, "winograd %dx%dx%dx%d->%d din vs direct", B, C, H, W, OC);
+    check_close(name, res[0] + nout, fdin, nin, 1e-5);
+    snprintf(name, sizeof name, "winograd %dx%dx%dx%d->%d dw vs direct", B, C, H, W, OC);
+    check_close(name, res[0] + nout + nin, fdw, nw, 1e-5);
+    snprintf(name, sizeof name, "winograd %dx%dx%dx%d->%d bit-identical at 1 and 2 threads",
+             B, C, H, W, OC);
+    check_true(name, memcmp(res[0], res[1], nres * sizeof(float)) == 0);
+    free(in), free(w), free(dout), free(ro), free(rdin), free(rdw), free(fo), free(fdin);
+    free(fdw), free(scratch), free(res[0]), free(res[1]);
+}
+
+static void test_winograd(void) {
+    test_winograd_shape(40, 5, 7, 9, 6); // 20 tiles an image: chunks of 25 and 15 images
+    test_winograd_shape(3, 4, 40, 38, 3); // 380 tiles: one image a chunk
+    test_winograd_shape(2, 2, 1, 3, 3);   // one-row planes: every tile is a border tile
+    test_winograd_shape(33, 16, 8, 8, 24); // the UNet's 8x8: 16 tiles, chunks of 32 and 1
+    set_threads(2);
+}
+
 // Number of groups prefix_0, prefix_1, ... in the golden file.
 static int count_cases(const char *prefix) {
     char name[64];
@@ -558,6 +642,7 @@ int main(void) {
     test_concat();
     test_chanbias();
     test_losses();
+    test_winograd();
     n = count_cases("attention");
     for (int i = 0; i < n; i++) test_attention(i);
     test_timestep();

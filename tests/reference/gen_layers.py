@@ -81,6 +81,23 @@ def conv2d_cases(f):
             put(g, "b", b), put(g, "db", b.grad)
 
 
+def conv2d_wide_case(f, i):
+    """A 3x3 stride-1 conv with 16 channels a side, which the C code runs
+    through Winograd F(2x2, 3x3) (the other cases are too narrow for it).
+    Generated last, so the cases before it keep their values."""
+    B, C, H, W, OC, k, s, p = 3, 16, 6, 5, 20, 3, 1, 1
+    g = f.create_group(f"conv2d_{i}")
+    cfg(g, B, C, H, W, OC, k, s, p, 1)
+    x = rnd(B, C, H, W)
+    w = rnd(OC, C, k, k, scale=0.1)
+    b = rnd(OC)
+    out = F.conv2d(x, w, b, stride=s, padding=p)
+    dout = rnd(*out.shape).detach()
+    backward(out, dout)
+    put(g, "in", x), put(g, "w", w), put(g, "dout", dout), put(g, "out", out)
+    put(g, "din", x.grad), put(g, "dw", w.grad), put(g, "b", b), put(g, "db", b.grad)
+
+
 def convt_cases(f):
     cases = [  # B C H W OC k s p
         (2, 4, 4, 4, 3, 4, 2, 1),
@@ -248,6 +265,7 @@ def main():
         small_cases(f)
         attention_cases(f)
         timestep_case(f)
+        conv2d_wide_case(f, 6)
     print(f"wrote {OUT} ({os.path.getsize(OUT)} bytes)")
 
 
