@@ -663,6 +663,39 @@ void silu_backward_set(float *din, const float *dout, const float *in, size_t n)
 // ---------------------------------------------------------------------------
 // GroupNorm
 
+// Sums run in double over SUM_LANES interleaved partial sums, added in a
+// fixed order at the end: the compiler vectorises them (one long chain of
+// dependent double additions does not), and the order never depends on the
+// thread count.
+#define SUM_LANES 8
+
+static double sum_lanes(const double *acc, double tail) {
+    double s = 0.0;
+    for (int l = 0; l < SUM_LANES; l++) s += acc[l];
+    return s + tail;
+}
+
+// mean and 1 / sqrt(var + 1e-5) of x (n), two passes: the variance from
+// centred values does not cancel
+static void group_stats(double *mu, double *rs, const float *x, size_t n) {
+    double acc[SUM_LANES] = {0}, tail = 0.0;
+    size_t i = 0, nl = n - n % SUM_LANES;
+    for (; i < nl; i += SUM_LANES)
+        for (int l = 0; l < SUM_LANES; l++) acc[l] += x[i + l];
+    for (; i < n; i++) tail += x[i];
+    double m = sum_lanes(acc, tail) / (double)n;
+    for (int l = 0; l < SUM_LANES; l++) acc[l] = 0.0;
+    tail = 0.0;
+    for (i = 0; i < nl; i += SUM_LANES)
+        for (int l = 0; l < SUM_LANES; l++) {
+            double d = x[i + l] - m;
+            acc[l] += d * d;
+        }
+    for (; i < n; i++) tail += (x[i] - m) * (x[i] - m);
+    *mu = m;
+    *rs = 1.0 / sqrt(sum_lanes(acc, tail) / (double)n + 1e-5);
+}
+
 int groupnorm_groups(int C) {
     int g = C < 32 ? C : 32;
     while (g > 1 && C % g) g--;
@@ -678,16 +711,8 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *in,
         for (int g = 0; g < G; g++) {
             size_t base = ((size_t)bi * C + (size_t)g * cg) * HW; // group's (cg, HW)
             const float *x = in + base;
-            double sum = 0.0;
-            for (size_t i = 0; i < n; i++) sum += x[i];
-            double mu = sum / (double)n;
-            // two passes: the variance from centred values does not cancel
-            double ss = 0.0;
-            for (size_t i = 0; i < n; i++) {
-                double d = x[i] - mu;
-                ss += d * d;
-            }
-            double rs = 1.0 / sqrt(ss / (double)n + 1e-5);
+            double mu, rs;
+            group_stats(&mu, &rs, x, n);
             mean[bi * G + g] = (float)mu;
             rstd[bi * G + g] = (float)rs;
             float *o = out + base;
@@ -761,17 +786,6 @@ void groupnorm_backward(float *din, float *dw, float *db, const float *dout,
 // the same float operations as the forward, so y is bit-identical.
 
 // mean and 1/std of one group's n values, in double (two passes, as above).
-static void group_stats(double *mu, double *rs, const float *x, size_t n) {
-    double sum = 0.0;
-    for (size_t i = 0; i < n; i++) sum += x[i];
-    double m = sum / (double)n, ss = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double d = x[i] - m;
-        ss += d * d;
-    }
-    *mu = m;
-    *rs = 1.0 / sqrt(ss / (double)n + 1e-5);
-}
 
 void groupnorm_silu_forward(float *act, float *mean, float *rstd, const float *in,
                             const float *w, const float *b, int B, int C, int HW, int G) {
@@ -835,12 +849,18 @@ static void groupnorm_silu_backward_impl(float *din, float *dw, float *db, const
                     float sg = 1.0f / (1.0f + exp_approx(-y));
                     dy[i] = da[i] * sg * (1.0f + y * (1.0f - sg));
                 }
-                double sw = 0.0, sb = 0.0;
-                for (int i = 0; i < HW; i++) {
-                    float xh = (x[i] - fmu) * frs;
-                    sw += dy[i] * xh;
-                    sb += dy[i];
+                double aw[SUM_LANES] = {0}, ab[SUM_LANES] = {0}, tw = 0.0, tb = 0.0;
+                int i = 0, nl = HW - HW % SUM_LANES;
+                for (; i < nl; i += SUM_LANES)
+                    for (int l = 0; l < SUM_LANES; l++) {
+                        aw[l] += dy[i + l] * ((x[i + l] - fmu) * frs);
+                        ab[l] += dy[i + l];
+                    }
+                for (; i < HW; i++) {
+                    tw += dy[i] * ((x[i] - fmu) * frs);
+                    tb += dy[i];
                 }
+                double sw = sum_lanes(aw, tw), sb = sum_lanes(ab, tb);
                 pw[(size_t)bi * C + ch] = sw;
                 pb[(size_t)bi * C + ch] = sb;
                 s1 += sb * w[ch];

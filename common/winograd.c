@@ -66,40 +66,35 @@ size_t winograd_scratch_floats(int B, int C, int H, int W, int OC) {
 // ---------------------------------------------------------------------------
 // The transforms of one tile. Arrays are row-major 4x4 (index 4 i + j).
 
-// u = G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], g (3, 3)
-static void weight_tile(float u[16], const float *g) {
-    float t[4][3];
-    for (int j = 0; j < 3; j++) {
-        float g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
-        t[0][j] = g0;
-        t[1][j] = 0.5f * (g0 + g1 + g2);
-        t[2][j] = 0.5f * (g0 - g1 + g2);
-        t[3][j] = g2;
-    }
-    for (int i = 0; i < 4; i++) {
-        float g0 = t[i][0], g1 = t[i][1], g2 = t[i][2];
-        u[4 * i + 0] = g0;
-        u[4 * i + 1] = 0.5f * (g0 + g1 + g2);
-        u[4 * i + 2] = 0.5f * (g0 - g1 + g2);
-        u[4 * i + 3] = g2;
-    }
+// u = G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], g (3, 3); u's
+// 16 elements at stride lu.
+// Written out without loops so that callers' loops over many tiles vectorise.
+#define G_1D(r0, r1, r2, r3, a0, a1, a2)                                       \
+    (r0 = (a0), r1 = 0.5f * ((a0) + (a1) + (a2)), r2 = 0.5f * ((a0) - (a1) + (a2)), r3 = (a2))
+static inline void weight_tile(float *u, size_t lu, const float *g) {
+    float t[12]; // (4, 3) = G g
+    G_1D(t[0], t[3], t[6], t[9], g[0], g[3], g[6]);
+    G_1D(t[1], t[4], t[7], t[10], g[1], g[4], g[7]);
+    G_1D(t[2], t[5], t[8], t[11], g[2], g[5], g[8]);
+    G_1D(u[0], u[lu], u[2 * lu], u[3 * lu], t[0], t[1], t[2]);
+    G_1D(u[4 * lu], u[5 * lu], u[6 * lu], u[7 * lu], t[3], t[4], t[5]);
+    G_1D(u[8 * lu], u[9 * lu], u[10 * lu], u[11 * lu], t[6], t[7], t[8]);
+    G_1D(u[12 * lu], u[13 * lu], u[14 * lu], u[15 * lu], t[9], t[10], t[11]);
 }
 
 // g (3, 3) += G^T du G, the adjoint of weight_tile
-static void weight_tile_adjoint(float *g, const float du[16]) {
-    float t[4][3];
-    for (int i = 0; i < 4; i++) {
-        float d0 = du[4 * i], d1 = du[4 * i + 1], d2 = du[4 * i + 2], d3 = du[4 * i + 3];
-        t[i][0] = d0 + 0.5f * (d1 + d2);
-        t[i][1] = 0.5f * (d1 - d2);
-        t[i][2] = 0.5f * (d1 + d2) + d3;
-    }
-    for (int j = 0; j < 3; j++) {
-        float d0 = t[0][j], d1 = t[1][j], d2 = t[2][j], d3 = t[3][j];
-        g[j] += d0 + 0.5f * (d1 + d2);
-        g[3 + j] += 0.5f * (d1 - d2);
-        g[6 + j] += 0.5f * (d1 + d2) + d3;
-    }
+#define GT_1D(r0, r1, r2, a0, a1, a2, a3)                                      \
+    (r0 = (a0) + 0.5f * ((a1) + (a2)), r1 = 0.5f * ((a1) - (a2)), r2 = 0.5f * ((a1) + (a2)) + (a3))
+static inline void weight_tile_adjoint(float *g, const float du[16]) {
+    float t[12], r[9]; // t (4, 3) = du G, r (3, 3) = G^T t
+    GT_1D(t[0], t[1], t[2], du[0], du[1], du[2], du[3]);
+    GT_1D(t[3], t[4], t[5], du[4], du[5], du[6], du[7]);
+    GT_1D(t[6], t[7], t[8], du[8], du[9], du[10], du[11]);
+    GT_1D(t[9], t[10], t[11], du[12], du[13], du[14], du[15]);
+    GT_1D(r[0], r[3], r[6], t[0], t[3], t[6], t[9]);
+    GT_1D(r[1], r[4], r[7], t[1], t[4], t[7], t[10]);
+    GT_1D(r[2], r[5], r[8], t[2], t[5], t[8], t[11]);
+    for (int k = 0; k < 9; k++) g[k] += r[k];
 }
 
 // The input and output transforms run on "streams": arrays over the tiles p
@@ -236,12 +231,8 @@ static void tables_build(const WinoTables *t, const WinoPlan *q, int C, int OC) 
 // U[x] (OC, C) from w (OC, C, 3, 3); U (16, OC, C)
 static void weights_transform(float *U, const float *w, int OC, int C) {
     size_t n = (size_t)OC * C;
-#pragma omp for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float u[16];
-        weight_tile(u, w + 9 * i);
-            for (int x = 0; x < 16; x++) U[x * n + i] = u[x];
-    }
+#pragma omp for simd schedule(static)
+    for (size_t i = 0; i < n; i++) weight_tile(U + i, n, w + 9 * i);
 }
 
 // dw (OC, C, 3, 3) += G^T dU G; dU (16, OC, C)
