@@ -21,6 +21,11 @@
 
 #define WINO_CHUNK_TILES 512
 #define WINO_SLOTS 16 // most threads a conv uses: one temporary slot each
+// The 16 matrices of an array indexed by tile point x (U, V, M) lie this far
+// apart: one cache line more than their size, since with sizes that are
+// powers of two the 16 rows a transform writes together would all fall in
+// the same cache sets.
+#define XSTRIDE(n) ((size_t)(n) + 16)
 
 typedef struct {
     int H, W, HW; // image size
@@ -59,7 +64,8 @@ static WinoPlan wino_plan(int B, int C, int H, int W, int OC) {
 size_t winograd_scratch_floats(int B, int C, int H, int W, int OC) {
     WinoPlan q = wino_plan(B, C, H, W, OC);
     // U and dU (16, OC, C) | V (16, C, Pc) | M (16, OC, Pc) | tables | slots (32, Pc)
-    return 16 * (2 * (size_t)OC * C + ((size_t)C + OC) * q.Pc) + WINO_TABLE_INTS(q) +
+    return 16 * (2 * XSTRIDE((size_t)OC * C) + XSTRIDE((size_t)C * q.Pc) +
+                 XSTRIDE((size_t)OC * q.Pc)) + WINO_TABLE_INTS(q) +
            (size_t)WINO_SLOTS * 32 * q.Pc;
 }
 
@@ -232,7 +238,7 @@ static void tables_build(const WinoTables *t, const WinoPlan *q, int C, int OC) 
 static void weights_transform(float *U, const float *w, int OC, int C) {
     size_t n = (size_t)OC * C;
 #pragma omp for simd schedule(static)
-    for (size_t i = 0; i < n; i++) weight_tile(U + i, n, w + 9 * i);
+    for (size_t i = 0; i < n; i++) weight_tile(U + i, XSTRIDE(n), w + 9 * i);
 }
 
 // dw (OC, C, 3, 3) += G^T dU G; dU (16, OC, C)
@@ -241,7 +247,7 @@ static void weights_transform_adjoint(float *dw, const float *dU, int OC, int C)
 #pragma omp for schedule(static)
     for (size_t i = 0; i < n; i++) {
         float du[16];
-            for (int x = 0; x < 16; x++) du[x] = dU[x * n + i];
+            for (int x = 0; x < 16; x++) du[x] = dU[x * XSTRIDE(n) + i];
         weight_tile_adjoint(dw + 9 * i, du);
     }
 }
@@ -265,7 +271,7 @@ static void input_transform(float *V, const float *img, const WinoTables *t, flo
 #pragma omp simd
             for (int p = 0; p < P; p++) d[p] = g[p] >= 0 ? src[g[p]] : 0.0f;
         }
-        tile44_transform(V + (size_t)c * P, n, T, Pc, D, Pc, P, 0);
+        tile44_transform(V + (size_t)c * P, XSTRIDE(n), T, Pc, D, Pc, P, 0);
     }
 }
 
@@ -276,7 +282,7 @@ static void output_transform(float *out, const float *M, const float *bias, cons
     float *Y = slot_of(slots, q), *T = Y + 16 * Pc; // (4, Pc), (8, Pc)
 #pragma omp for schedule(static)
     for (int oc = 0; oc < OC; oc++) {
-        output_tiles(Y, T, M + (size_t)oc * P, n, Pc, P);
+        output_tiles(Y, T, M + (size_t)oc * P, XSTRIDE(n), Pc, P);
         float bv = bias ? bias[oc] : 0.0f;
         for (int b = 0; b < nb; b++) {
             float *o = out + ((size_t)b * OC + oc) * HW; // (H, W)
@@ -301,7 +307,7 @@ static void output_transform_adjoint(float *dM, const float *dout, const WinoTab
 #pragma omp simd
             for (int p = 0; p < P; p++) d[p] = g[p] >= 0 ? src[g[p]] : 0.0f;
         }
-        output_tiles_adjoint(dM + (size_t)oc * P, n, T, DY, Pc, P);
+        output_tiles_adjoint(dM + (size_t)oc * P, XSTRIDE(n), T, DY, Pc, P);
     }
 }
 
@@ -314,7 +320,7 @@ static void input_transform_adjoint(float *img, const float *dV, const WinoTable
     float *D = slot_of(slots, q), *T = D + 16 * Pc; // (16, Pc) each
 #pragma omp for schedule(static)
     for (int c = 0; c < C; c++) {
-        tile44_transform(D, Pc, T, Pc, dV + (size_t)c * P, n, P, 1);
+        tile44_transform(D, Pc, T, Pc, dV + (size_t)c * P, XSTRIDE(n), P, 1);
         for (int b = 0; b < nb; b++) {
             float *o = img + ((size_t)b * C + c) * HW; // (H, W)
             const int *g = t->gadd + (size_t)b * HW;
@@ -342,10 +348,10 @@ typedef struct {
 static WinoBufs bufs_carve(float *scratch, const WinoPlan *q, int C, int OC) {
     WinoBufs w;
     w.U = scratch;
-    w.dU = w.U + 16 * (size_t)OC * C;
-    w.V = w.dU + 16 * (size_t)OC * C;
-    w.M = w.V + 16 * (size_t)C * q->Pc;
-    int *tab = (int *)(w.M + 16 * (size_t)OC * q->Pc);
+    w.dU = w.U + 16 * XSTRIDE((size_t)OC * C);
+    w.V = w.dU + 16 * XSTRIDE((size_t)OC * C);
+    w.M = w.V + 16 * XSTRIDE((size_t)C * q->Pc);
+    int *tab = (int *)(w.M + 16 * XSTRIDE((size_t)OC * q->Pc));
     w.t = tables_carve(tab, q);
     w.slots = (float *)(tab + WINO_TABLE_INTS(*q));
     return w;
@@ -366,8 +372,9 @@ void winograd_conv_forward(float *out, const float *in, const float *w, const fl
 #pragma omp for schedule(static)
             for (int x = 0; x < 16; x++) // M[x] (OC, P) = U[x] (OC, C) V[x] (C, P)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, P, C, 1.0f,
-                            s.U + (size_t)x * OC * C, C, s.V + (size_t)x * C * P, P, 0.0f,
-                            s.M + (size_t)x * OC * P, P);
+                            s.U + x * XSTRIDE((size_t)OC * C), C,
+                            s.V + x * XSTRIDE((size_t)C * P), P, 0.0f,
+                            s.M + x * XSTRIDE((size_t)OC * P), P);
             output_transform(out + (size_t)b0 * OC * HW, s.M, b, &s.t, s.slots, OC, nb, P, &q);
         }
     }
@@ -389,13 +396,14 @@ void winograd_conv_backward(float *din, float *dw, const float *dout, const floa
             output_transform_adjoint(s.M, dout + (size_t)b0 * OC * HW, &s.t, s.slots, OC, P, &q);
 #pragma omp for schedule(static)
             for (int x = 0; x < 16; x++) {
-                float *Vx = s.V + (size_t)x * C * P, *dMx = s.M + (size_t)x * OC * P;
+                float *Vx = s.V + x * XSTRIDE((size_t)C * P);
+                float *dMx = s.M + x * XSTRIDE((size_t)OC * P);
                 // dU[x] (OC, C) (+)= dM[x] (OC, P) V[x]^T (P, C), chunks in order
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, OC, C, P, 1.0f, dMx, P,
-                            Vx, P, b0 ? 1.0f : 0.0f, s.dU + (size_t)x * OC * C, C);
+                            Vx, P, b0 ? 1.0f : 0.0f, s.dU + x * XSTRIDE((size_t)OC * C), C);
                 if (din) // V[x] is used up: it takes dV[x] (C, P) = U[x]^T dM[x]
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, C, P, OC, 1.0f,
-                                s.U + (size_t)x * OC * C, C, dMx, P, 0.0f, Vx, P);
+                                s.U + x * XSTRIDE((size_t)OC * C), C, dMx, P, 0.0f, Vx, P);
             }
             if (din)
                 input_transform_adjoint(din + (size_t)b0 * C * HW, s.V, &s.t, s.slots, C, nb,
