@@ -95,7 +95,7 @@ done
 
 : > "$out" || exit 1
 failed=0
-echo "bench: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs; rounds $rounds, reps $reps, warmup $warmup; raw lines in $out" >&2
+echo "bench: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs; OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset: OpenBLAS picks)}; rounds $rounds, reps $reps, warmup $warmup; raw lines in $out" >&2
 for spec in "${selected[@]}"; do
     label=${spec%%|*}
     flags=${spec#*|}

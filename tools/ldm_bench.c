@@ -307,15 +307,16 @@ static void report(const Result *r, const Flags *f, const char *mult, double pea
     double pct = 100.0 * gflops / peak;
     if (is_sgemm) {
         fprintf(stderr, "%-10s threads %d  n %d: %.1f GFLOP/s (min %.1f, max %.1f), "
-                "peak RSS %.1f MB\n", r->row, f->threads, SGEMM_N, r->med, r->min, r->max,
-                r->rss_mb);
+                "peak RSS %.1f MB, OpenBLAS kernels %s\n", r->row, f->threads, SGEMM_N, r->med,
+                r->min, r->max, r->rss_mb, openblas_get_corename());
         printf("{\"impl\": \"c\", \"row\": \"sgemm\", \"threads\": %d, \"batch\": %d, "
                "\"img_per_s\": null, \"img_per_s_min\": null, \"img_per_s_max\": null, "
                "\"flops_per_img\": null, \"gflops\": %.3f, \"gflops_min\": %.3f, "
                "\"gflops_max\": %.3f, \"sgemm_peak_gflops\": %.3f, \"pct_peak\": 100.0, "
-               "\"reps\": %d, \"peak_rss_mb\": %.1f, \"base_rss_mb\": %.1f}\n",
+               "\"reps\": %d, \"peak_rss_mb\": %.1f, \"base_rss_mb\": %.1f, "
+               "\"blas_core\": \"%s\"}\n",
                f->threads, SGEMM_N, r->med, r->min, r->max, peak, f->sgemm_reps, r->rss_mb,
-               base_rss);
+               base_rss, openblas_get_corename());
     } else {
         fprintf(stderr, "%-10s threads %d  batch %d  %dx%dx%d: %.2f img/s (min %.2f, max %.2f), "
                 "%.4g GFLOP/img, %.1f GFLOP/s = %.1f%% of sgemm peak %.1f, peak RSS %.1f MB\n",
@@ -326,10 +327,10 @@ static void report(const Result *r, const Flags *f, const char *mult, double pea
                "\"img_per_s\": %.4f, \"img_per_s_min\": %.4f, \"img_per_s_max\": %.4f, "
                "\"flops_per_img\": %.0f, \"gflops\": %.3f, \"sgemm_peak_gflops\": %.3f, "
                "\"pct_peak\": %.2f, \"reps\": %d, \"warmup\": %d, \"peak_rss_mb\": %.1f, "
-               "\"base_rss_mb\": %.1f}\n",
+               "\"base_rss_mb\": %.1f, \"blas_core\": \"%s\"}\n",
                r->row, f->threads, r->batch, f->image_size, f->channels, mult, r->med,
                r->min, r->max, r->flops_per_img, gflops, peak, pct, f->reps, f->warmup,
-               r->rss_mb, base_rss);
+               r->rss_mb, base_rss, openblas_get_corename());
     }
     fflush(stdout);
 }
