@@ -1,16 +1,22 @@
-// winograd.c: F(2x2, 3x3) convolutions, see winograd.h.
-// With G (4x3), B^T (4x4) and A^T (2x4) the transforms of the paper, a 2x2
-// output tile is y = A^T [ sum_c (G g G^T) .* (B^T d B) ] A for the 4x4 input
-// tile d (rows 2ty-1 .. 2ty+2, zero outside the image). The sum over c, for
-// each of the 16 points of the 4x4 tile separately, is a GEMM over all tiles:
-//   M[x] (OC, P) = U[x] (OC, C) . V[x] (C, P),  x = 0..15, P tiles.
-// The backward is the adjoint of each step: dM[x] = (A dy A^T)[x], then
+// winograd.c: F(4x4, 3x3) convolutions, see winograd.h.
+// With G (6x3), B^T (6x6) and A^T (4x6) the transforms of the paper (points
+// 0, 1, -1, 2, -2 and infinity), a 4x4 output tile is
+//   y = A^T [ sum_c (G g G^T) .* (B^T d B) ] A
+// for the 6x6 input tile d (rows 4ty-1 .. 4ty+4, zero outside the image).
+// The sum over c, for each of the 36 points of the 6x6 tile separately, is a
+// GEMM over all tiles:
+//   M[x] (OC, P) = U[x] (OC, C) . V[x] (C, P),  x = 0..35, P tiles,
+// 36 multiplications per output tile and channel pair where a direct
+// convolution needs 16 x 9 = 144. The backward is the adjoint of each step:
+// dM[x] = (A dy A^T)[x], then
 //   dU[x] (OC, C) += dM[x] . V[x]^T      -> dw += G^T dU G
 //   dV[x] (C, P)   = U[x]^T . dM[x]      -> din += overlap-add of B dV B^T.
 // The batch runs in fixed chunks of whole images, about WINO_CHUNK_TILES
 // tiles each, so a chunk's transformed tiles stay in cache between the
 // transform and its GEMMs; inside a chunk, threads split channels (transforms)
-// and the 16 GEMMs, which are independent, so no sum is ever split.
+// and the 36 GEMMs, which are independent, so no sum is ever split.
+// In float32 the error is a few times F(2x2, 3x3)'s: about 3e-6 of the
+// largest output for 256 input channels, against 1e-6 (numpy model of both).
 #include "winograd.h"
 
 #include <cblas.h>
@@ -19,12 +25,21 @@
 
 #include "common.h"
 
-#define WINO_CHUNK_TILES 512
+#define TM 4            // output tile side
+#define TA (TM + 2)     // input tile side
+#define NX (TA * TA)    // points of a transformed tile: 36
+#define WINO_CHUNK_TILES 256
 #define WINO_SLOTS 16 // most threads a conv uses: one temporary slot each
-// The 16 matrices of an array indexed by tile point x (U, V, M) lie this far
+#define WBLK 256       // (oc, c) pairs a weight transform step takes at a time
+#define PBLK 64        // tiles a tile transform step takes at a time: its
+                       // streams stay in the L1 cache
+// floats of one thread's temporary streams: (2 NX, Pc), or the weight
+// transforms' 9 + 18 streams of WBLK
+#define SLOT_FLOATS(Pc) (2 * NX * (size_t)(Pc) > 27 * WBLK ? 2 * NX * (size_t)(Pc) : 27 * WBLK)
+// The NX matrices of an array indexed by tile point x (U, V, M) lie this far
 // apart: one cache line more than their size, since with sizes that are
-// powers of two the 16 rows a transform writes together would all fall in
-// the same cache sets.
+// powers of two the rows a transform writes together would all fall in the
+// same cache sets.
 #define XSTRIDE(n) ((size_t)(n) + 16)
 
 typedef struct {
@@ -38,7 +53,7 @@ typedef struct {
 static WinoPlan wino_plan(int B, int C, int H, int W, int OC) {
     WinoPlan q;
     q.H = H, q.W = W, q.HW = H * W;
-    q.TH = (H + 1) / 2, q.TW = (W + 1) / 2, q.T = q.TH * q.TW;
+    q.TH = (H + TM - 1) / TM, q.TW = (W + TM - 1) / TM, q.T = q.TH * q.TW;
     q.nb = q.T >= WINO_CHUNK_TILES ? 1 : WINO_CHUNK_TILES / q.T;
     if (q.nb > B) q.nb = B;
     // the gather tables hold offsets into a chunk as int32
@@ -52,150 +67,34 @@ static WinoPlan wino_plan(int B, int C, int H, int W, int OC) {
 
 // Gather tables, int32, built once per call for a full chunk (a shorter last
 // chunk uses their prefix, since tiles and pixels are numbered image-major):
-//   gin (16, Pc)     offset of input tile element (i, j) of tile p in the
-//                    chunk's images (C channels), or -1 in the zero padding
-//   gdy (4, Pc)      offset of output (i, j) of tile p in (OC channels), or -1
-//   gout (nb HW)     for each output pixel, its place (k Pc + p) in a (4, Pc)
-//                    array of output tiles
-//   gadd (4, nb HW)  for each input pixel, the places (k Pc + p) in a (16, Pc)
-//                    array of input tiles of its (at most 4) copies, or -1
-#define WINO_TABLE_INTS(q) (40 * (size_t)(q).Pc)
-
-size_t winograd_scratch_floats(int B, int C, int H, int W, int OC) {
-    WinoPlan q = wino_plan(B, C, H, W, OC);
-    // U and dU (16, OC, C) | V (16, C, Pc) | M (16, OC, Pc) | tables | slots (32, Pc)
-    return 16 * (2 * XSTRIDE((size_t)OC * C) + XSTRIDE((size_t)C * q.Pc) +
-                 XSTRIDE((size_t)OC * q.Pc)) + WINO_TABLE_INTS(q) +
-           (size_t)WINO_SLOTS * 32 * q.Pc;
-}
-
-// ---------------------------------------------------------------------------
-// The transforms of one tile. Arrays are row-major 4x4 (index 4 i + j).
-
-// u = G g G^T, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], g (3, 3); u's
-// 16 elements at stride lu.
-// Written out without loops so that callers' loops over many tiles vectorise.
-#define G_1D(r0, r1, r2, r3, a0, a1, a2)                                       \
-    (r0 = (a0), r1 = 0.5f * ((a0) + (a1) + (a2)), r2 = 0.5f * ((a0) - (a1) + (a2)), r3 = (a2))
-static inline void weight_tile(float *u, size_t lu, const float *g) {
-    float t[12]; // (4, 3) = G g
-    G_1D(t[0], t[3], t[6], t[9], g[0], g[3], g[6]);
-    G_1D(t[1], t[4], t[7], t[10], g[1], g[4], g[7]);
-    G_1D(t[2], t[5], t[8], t[11], g[2], g[5], g[8]);
-    G_1D(u[0], u[lu], u[2 * lu], u[3 * lu], t[0], t[1], t[2]);
-    G_1D(u[4 * lu], u[5 * lu], u[6 * lu], u[7 * lu], t[3], t[4], t[5]);
-    G_1D(u[8 * lu], u[9 * lu], u[10 * lu], u[11 * lu], t[6], t[7], t[8]);
-    G_1D(u[12 * lu], u[13 * lu], u[14 * lu], u[15 * lu], t[9], t[10], t[11]);
-}
-
-// g (3, 3) += G^T du G, the adjoint of weight_tile
-#define GT_1D(r0, r1, r2, a0, a1, a2, a3)                                      \
-    (r0 = (a0) + 0.5f * ((a1) + (a2)), r1 = 0.5f * ((a1) - (a2)), r2 = 0.5f * ((a1) + (a2)) + (a3))
-static inline void weight_tile_adjoint(float *g, const float du[16]) {
-    float t[12], r[9]; // t (4, 3) = du G, r (3, 3) = G^T t
-    GT_1D(t[0], t[1], t[2], du[0], du[1], du[2], du[3]);
-    GT_1D(t[3], t[4], t[5], du[4], du[5], du[6], du[7]);
-    GT_1D(t[6], t[7], t[8], du[8], du[9], du[10], du[11]);
-    GT_1D(t[9], t[10], t[11], du[12], du[13], du[14], du[15]);
-    GT_1D(r[0], r[3], r[6], t[0], t[3], t[6], t[9]);
-    GT_1D(r[1], r[4], r[7], t[1], t[4], t[7], t[10]);
-    GT_1D(r[2], r[5], r[8], t[2], t[5], t[8], t[11]);
-    for (int k = 0; k < 9; k++) g[k] += r[k];
-}
-
-// The input and output transforms run on "streams": arrays over the tiles p
-// of a chunk, one per element of the 4x4 (or 2x2) tile, so every pass is a
-// plain loop over p that vectorises whatever the image size (8x8 latents
-// have 16 tiles an image, 4x4 only 4). A 2-D transform is a 1-D transform
-// down the columns, then one along the rows. Stream k of a (., Pc) array
-// starts at k * Pc.
-
-// 1-D B^T: r = [a0 - a2, a1 + a2, a2 - a1, a1 - a3]
-static void bt_1d(float *restrict r0, float *restrict r1, float *restrict r2, float *restrict r3, const float *restrict a0,
-                  const float *restrict a1, const float *restrict a2, const float *restrict a3, int P) {
-    for (int p = 0; p < P; p++) {
-        float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p];
-        r0[p] = x0 - x2, r1[p] = x1 + x2, r2[p] = x2 - x1, r3[p] = x1 - x3;
-    }
-}
-
-// 1-D B, the adjoint of bt_1d: r = [a0, a1 - a2 + a3, a1 + a2 - a0, -a3]
-static void b_1d(float *restrict r0, float *restrict r1, float *restrict r2, float *restrict r3, const float *restrict a0,
-                 const float *restrict a1, const float *restrict a2, const float *restrict a3, int P) {
-    for (int p = 0; p < P; p++) {
-        float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p];
-        r0[p] = x0, r1[p] = x1 - x2 + x3, r2[p] = x1 + x2 - x0, r3[p] = -x3;
-    }
-}
-
-// 1-D A^T: r = [a0 + a1 + a2, a1 - a2 - a3]
-static void at_1d(float *restrict r0, float *restrict r1, const float *restrict a0, const float *restrict a1, const float *restrict a2,
-                  const float *restrict a3, int P) {
-    for (int p = 0; p < P; p++) {
-        float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p];
-        r0[p] = x0 + x1 + x2, r1[p] = x1 - x2 - x3;
-    }
-}
-
-// 1-D A, the adjoint of at_1d: r = [a0, a0 + a1, a0 - a1, -a1]
-static void a_1d(float *restrict r0, float *restrict r1, float *restrict r2, float *restrict r3, const float *restrict a0, const float *restrict a1,
-                 int P) {
-    for (int p = 0; p < P; p++) {
-        float x0 = a0[p], x1 = a1[p];
-        r0[p] = x0, r1[p] = x0 + x1, r2[p] = x0 - x1, r3[p] = -x1;
-    }
-}
-
-// v = B^T d B (adjoint: B dv B^T): 16 streams each, at strides lv, lt, ld
-static void tile44_transform(float *v, size_t lv, float *t, size_t lt, const float *d,
-                             size_t ld, int P, int adjoint) {
-    void (*f)(float *, float *, float *, float *, const float *, const float *,
-              const float *, const float *, int) = adjoint ? b_1d : bt_1d;
-    for (int j = 0; j < 4; j++) // columns: rows i combine
-        f(t + j * lt, t + (4 + j) * lt, t + (8 + j) * lt, t + (12 + j) * lt, d + j * ld,
-          d + (4 + j) * ld, d + (8 + j) * ld, d + (12 + j) * ld, P);
-    for (int i = 0; i < 4; i++) // rows: columns j combine
-        f(v + 4 * i * lv, v + (4 * i + 1) * lv, v + (4 * i + 2) * lv, v + (4 * i + 3) * lv,
-          t + 4 * i * lt, t + (4 * i + 1) * lt, t + (4 * i + 2) * lt, t + (4 * i + 3) * lt, P);
-}
-
-// y (4 streams at ld) = A^T m A, m 16 streams at lm; t 8 streams at ld
-static void output_tiles(float *y, float *t, const float *m, size_t lm, size_t ld, int P) {
-    for (int j = 0; j < 4; j++) // t (2, 4)
-        at_1d(t + j * ld, t + (4 + j) * ld, m + j * lm, m + (4 + j) * lm, m + (8 + j) * lm,
-              m + (12 + j) * lm, P);
-    for (int i = 0; i < 2; i++) // y (2, 2)
-        at_1d(y + 2 * i * ld, y + (2 * i + 1) * ld, t + 4 * i * ld, t + (4 * i + 1) * ld,
-              t + (4 * i + 2) * ld, t + (4 * i + 3) * ld, P);
-}
-
-// dm (16 streams at lm) = A dy A^T, dy 4 streams at ld; t 8 streams at ld
-static void output_tiles_adjoint(float *dm, size_t lm, float *t, const float *dy, size_t ld,
-                                 int P) {
-    for (int j = 0; j < 2; j++) // t (4, 2)
-        a_1d(t + j * ld, t + (2 + j) * ld, t + (4 + j) * ld, t + (6 + j) * ld, dy + j * ld,
-             dy + (2 + j) * ld, P);
-    for (int i = 0; i < 4; i++) // dm (4, 4)
-        a_1d(dm + 4 * i * lm, dm + (4 * i + 1) * lm, dm + (4 * i + 2) * lm,
-             dm + (4 * i + 3) * lm, t + 2 * i * ld, t + (2 * i + 1) * ld, P);
-}
-
-// ---------------------------------------------------------------------------
-// Whole-tensor steps, each an `omp for` inside the caller's parallel region.
-// The per-tile loops run over the tiles p of a chunk with the tiles' elements
-// fetched through the gather tables, so they vectorise across tiles whatever
-// the image size (8x8 latents have 16 tiles, 4x4 only 4).
+//   gin (NX, Pc)       offset of input tile element (i, j) of tile p in the
+//                      chunk's images (C channels), or -1 in the zero padding
+//   gdy (TM*TM, Pc)    offset of output (i, j) of tile p (OC channels), or -1
+//   gout (nb HW)       for each output pixel, its place (k Pc + p) in a
+//                      (TM*TM, Pc) array of output tiles
+//   gadd (4, nb HW)    for each input pixel, the places (k Pc + p) in an
+//                      (NX, Pc) array of input tiles of its copies (tiles
+//                      overlap by 2, so at most 2 x 2 of them), or -1
+#define TABLE_INTS(Pc) ((size_t)(NX + TM * TM + TM * TM + 4 * TM * TM) * (Pc))
 
 typedef struct {
     int *gin, *gdy, *gout, *gadd;
 } WinoTables;
 
+size_t winograd_scratch_floats(int B, int C, int H, int W, int OC) {
+    WinoPlan q = wino_plan(B, C, H, W, OC);
+    // U and dU (NX, OC, C) | V (NX, C, Pc) | M (NX, OC, Pc) | tables | slots
+    return NX * (2 * XSTRIDE((size_t)OC * C) + XSTRIDE((size_t)C * q.Pc) +
+                 XSTRIDE((size_t)OC * q.Pc)) +
+           TABLE_INTS(q.Pc) + WINO_SLOTS * SLOT_FLOATS(q.Pc);
+}
+
 static WinoTables tables_carve(int *base, const WinoPlan *q) {
     WinoTables t;
-    t.gin = base;                                 // (16, Pc)
-    t.gdy = t.gin + 16 * (size_t)q->Pc;           // (4, Pc)
-    t.gout = t.gdy + 4 * (size_t)q->Pc;           // (nb HW) <= (4 Pc)
-    t.gadd = t.gout + 4 * (size_t)q->Pc;          // (4, nb HW) <= (16 Pc)
+    t.gin = base;                             // (NX, Pc)
+    t.gdy = t.gin + NX * (size_t)q->Pc;       // (TM*TM, Pc)
+    t.gout = t.gdy + TM * TM * (size_t)q->Pc; // (nb HW) <= (TM*TM Pc)
+    t.gadd = t.gout + TM * TM * (size_t)q->Pc; // (4, nb HW) <= (4 TM*TM Pc)
     return t;
 }
 
@@ -204,85 +103,233 @@ static void tables_build(const WinoTables *t, const WinoPlan *q, int C, int OC) 
 #pragma omp for schedule(static)
     for (int p = 0; p < Pc; p++) {
         int b = p / q->T, ty = p % q->T / q->TW, tx = p % q->TW;
-        for (int i = 0; i < 4; i++)
-            for (int j = 0; j < 4; j++) {
-                int y = 2 * ty - 1 + i, x = 2 * tx - 1 + j;
+        for (int i = 0; i < TA; i++)
+            for (int j = 0; j < TA; j++) {
+                int y = TM * ty - 1 + i, x = TM * tx - 1 + j;
                 int ok = y >= 0 && y < H && x >= 0 && x < W;
-                t->gin[(4 * i + j) * Pc + p] = ok ? b * C * HW + y * W + x : -1;
+                t->gin[(TA * i + j) * Pc + p] = ok ? b * C * HW + y * W + x : -1;
             }
-        for (int i = 0; i < 2; i++)
-            for (int j = 0; j < 2; j++) {
-                int y = 2 * ty + i, x = 2 * tx + j;
-                t->gdy[(2 * i + j) * Pc + p] = y < H && x < W ? b * OC * HW + y * W + x : -1;
+        for (int i = 0; i < TM; i++)
+            for (int j = 0; j < TM; j++) {
+                int y = TM * ty + i, x = TM * tx + j;
+                t->gdy[(TM * i + j) * Pc + p] = y < H && x < W ? b * OC * HW + y * W + x : -1;
             }
     }
 #pragma omp for schedule(static)
     for (int px = 0; px < NP; px++) {
         int b = px / HW, y = px % HW / W, x = px % W;
-        int p = b * q->T + y / 2 * q->TW + x / 2;
-        t->gout[px] = (2 * (y % 2) + x % 2) * Pc + p;
-        // input (y, x) is element (i, j) of tile (ty, tx) when y = 2 ty - 1 + i
-        int i0 = (y + 1) % 2, j0 = (x + 1) % 2, k = 0;
-        for (int i = i0; i < 4; i += 2)
-            for (int j = j0; j < 4; j += 2, k++) {
-                int ty = (y + 1 - i) / 2, tx = (x + 1 - j) / 2;
-                int ok = ty >= 0 && ty < q->TH && tx >= 0 && tx < q->TW && y + 1 - i >= 0 &&
-                         x + 1 - j >= 0;
+        int p = b * q->T + y / TM * q->TW + x / TM;
+        t->gout[px] = (TM * (y % TM) + x % TM) * Pc + p;
+        // input (y, x) is element (i, j) of tile (ty, tx) when y = TM ty - 1 + i:
+        // i = (y + 1) mod TM in tile row (y + 1) / TM, and i + TM in the row
+        // above when that is still inside the tile
+        int i0 = (y + 1) % TM, j0 = (x + 1) % TM, k = 0;
+        for (int i = i0; i < TA; i += TM)
+            for (int j = j0; j < TA; j += TM, k++) {
+                int ty = (y + 1 - i) / TM, tx = (x + 1 - j) / TM;
+                int ok = y + 1 - i >= 0 && x + 1 - j >= 0 && ty < q->TH && tx < q->TW;
                 t->gadd[(size_t)k * NP + px] =
-                    ok ? (4 * i + j) * Pc + b * q->T + ty * q->TW + tx : -1;
+                    ok ? (TA * i + j) * Pc + b * q->T + ty * q->TW + tx : -1;
             }
+        for (; k < 4; k++) t->gadd[(size_t)k * NP + px] = -1;
     }
 }
 
-// U[x] (OC, C) from w (OC, C, 3, 3); U (16, OC, C)
-static void weights_transform(float *U, const float *w, int OC, int C) {
-    size_t n = (size_t)OC * C;
-#pragma omp for simd schedule(static)
-    for (size_t i = 0; i < n; i++) weight_tile(U + i, XSTRIDE(n), w + 9 * i);
+// ---------------------------------------------------------------------------
+// The transforms run on "streams": arrays over the tiles p of a chunk, one
+// per element of a tile, so every pass is a plain loop over p that
+// vectorises whatever the image size (8x8 latents have 4 tiles an image, 4x4
+// only one). A 2-D transform is a 1-D transform down the columns, then one
+// along the rows. The weight transform runs the same way over (oc, c) pairs.
+// 1-D maps, with r the result streams and a the argument streams:
+
+// G (6x3) = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6;
+//            1/24 -1/12 1/6; 0 0 1]
+static __attribute__((noinline)) void g_1d_k(float *restrict r0, float *restrict r1, float *restrict r2, float *restrict r3, float *restrict r4, float *restrict r5, const float *restrict a0, const float *restrict a1, const float *restrict a2, int n) {
+    for (int p = 0; p < n; p++) {
+        float x0 = a0[p], x1 = a1[p], x2 = a2[p];
+        float s = x0 + x2, q = x0 * (1.0f / 24.0f) + x2 * (1.0f / 6.0f);
+        r0[p] = x0 * 0.25f;
+        r1[p] = -(s + x1) * (1.0f / 6.0f);
+        r2[p] = -(s - x1) * (1.0f / 6.0f);
+        r3[p] = q + x1 * (1.0f / 12.0f);
+        r4[p] = q - x1 * (1.0f / 12.0f);
+        r5[p] = x2;
+    }
+}
+static void g_1d(float *const *r, const float *const *a, int n) {
+    g_1d_k(r[0], r[1], r[2], r[3], r[4], r[5], a[0], a[1], a[2], n);
 }
 
-// dw (OC, C, 3, 3) += G^T dU G; dU (16, OC, C)
-static void weights_transform_adjoint(float *dw, const float *dU, int OC, int C) {
-    size_t n = (size_t)OC * C;
-#pragma omp for schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        float du[16];
-            for (int x = 0; x < 16; x++) du[x] = dU[x * XSTRIDE(n) + i];
-        weight_tile_adjoint(dw + 9 * i, du);
+// G^T (3x6), the adjoint of g_1d
+static __attribute__((noinline)) void gt_1d_k(float *restrict r0, float *restrict r1, float *restrict r2, const float *restrict a0, const float *restrict a1, const float *restrict a2, const float *restrict a3, const float *restrict a4, const float *restrict a5, int n) {
+    for (int p = 0; p < n; p++) {
+        float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p], x4 = a4[p], x5 = a5[p];
+        r0[p] = x0 * 0.25f - (x1 + x2) * (1.0f / 6.0f) + (x3 + x4) * (1.0f / 24.0f);
+        r1[p] = (x2 - x1) * (1.0f / 6.0f) + (x3 - x4) * (1.0f / 12.0f);
+        r2[p] = (x3 + x4 - x1 - x2) * (1.0f / 6.0f) + x5;
+    }
+}
+static void gt_1d(float *const *r, const float *const *a, int n) {
+    gt_1d_k(r[0], r[1], r[2], a[0], a[1], a[2], a[3], a[4], a[5], n);
+}
+
+// B^T (6x6) = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0;
+//              0 2 -1 -2 1 0; 0 4 0 -5 0 1]
+static __attribute__((noinline)) void bt_1d_k(float *restrict r0, float *restrict r1, float *restrict r2, float *restrict r3, float *restrict r4, float *restrict r5, const float *restrict a0, const float *restrict a1, const float *restrict a2, const float *restrict a3, const float *restrict a4, const float *restrict a5, int n) {
+    for (int p = 0; p < n; p++) {
+        float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p], x4 = a4[p], x5 = a5[p];
+        float s = x4 - 4.0f * x2, t = x3 - 4.0f * x1, u = x4 - x2, v = 2.0f * (x3 - x1);
+        r0[p] = 4.0f * x0 - 5.0f * x2 + x4;
+        r1[p] = s + t;
+        r2[p] = s - t;
+        r3[p] = u + v;
+        r4[p] = u - v;
+        r5[p] = 4.0f * x1 - 5.0f * x3 + x5;
+    }
+}
+static void bt_1d(float *const *r, const float *const *a, int n) {
+    bt_1d_k(r[0], r[1], r[2], r[3], r[4], r[5], a[0], a[1], a[2], a[3], a[4], a[5], n);
+}
+
+// B (6x6), the adjoint of bt_1d
+static __attribute__((noinline)) void b_1d_k(float *restrict r0, float *restrict r1, float *restrict r2, float *restrict r3, float *restrict r4, float *restrict r5, const float *restrict a0, const float *restrict a1, const float *restrict a2, const float *restrict a3, const float *restrict a4, const float *restrict a5, int n) {
+    for (int p = 0; p < n; p++) {
+        float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p], x4 = a4[p], x5 = a5[p];
+        r0[p] = 4.0f * x0;
+        r1[p] = 4.0f * (x2 - x1) + 2.0f * (x4 - x3) + 4.0f * x5;
+        r2[p] = -5.0f * x0 - 4.0f * (x1 + x2) - x3 - x4;
+        r3[p] = x1 - x2 + 2.0f * (x3 - x4) - 5.0f * x5;
+        r4[p] = x0 + x1 + x2 + x3 + x4;
+        r5[p] = x5;
+    }
+}
+static void b_1d(float *const *r, const float *const *a, int n) {
+    b_1d_k(r[0], r[1], r[2], r[3], r[4], r[5], a[0], a[1], a[2], a[3], a[4], a[5], n);
+}
+
+// A^T (4x6) = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+static __attribute__((noinline)) void at_1d_k(float *restrict r0, float *restrict r1, float *restrict r2, float *restrict r3, const float *restrict a0, const float *restrict a1, const float *restrict a2, const float *restrict a3, const float *restrict a4, const float *restrict a5, int n) {
+    for (int p = 0; p < n; p++) {
+        float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p], x4 = a4[p], x5 = a5[p];
+        float s = x1 + x2, d = x1 - x2, s2 = x3 + x4, d2 = x3 - x4;
+        r0[p] = x0 + s + s2;
+        r1[p] = d + 2.0f * d2;
+        r2[p] = s + 4.0f * s2;
+        r3[p] = d + 8.0f * d2 + x5;
+    }
+}
+static void at_1d(float *const *r, const float *const *a, int n) {
+    at_1d_k(r[0], r[1], r[2], r[3], a[0], a[1], a[2], a[3], a[4], a[5], n);
+}
+
+// A (6x4), the adjoint of at_1d
+static __attribute__((noinline)) void a_1d_k(float *restrict r0, float *restrict r1, float *restrict r2, float *restrict r3, float *restrict r4, float *restrict r5, const float *restrict a0, const float *restrict a1, const float *restrict a2, const float *restrict a3, int n) {
+    for (int p = 0; p < n; p++) {
+        float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p];
+        float e = x0 + x2, o = x1 + x3, e4 = x0 + 4.0f * x2, o4 = 2.0f * x1 + 8.0f * x3;
+        r0[p] = x0;
+        r1[p] = e + o;
+        r2[p] = e - o;
+        r3[p] = e4 + o4;
+        r4[p] = e4 - o4;
+        r5[p] = x3;
+    }
+}
+static void a_1d(float *const *r, const float *const *a, int n) {
+    a_1d_k(r[0], r[1], r[2], r[3], r[4], r[5], a[0], a[1], a[2], a[3], n);
+}
+
+typedef void (*Map1d)(float *const *, const float *const *, int);
+
+// 2-D transform of tiles: out (ro x ro) = F in (ri x ri) F^T, F the ro x ri map
+// f. Streams: in[k] at in + k * li (k = ri i + j), tmp (ro x ri) at tmp + k *
+// lt, out (ro x ro) at out + k * lo.
+static void transform_2d(Map1d f, int ri, int ro, float *out, size_t lo, float *tmp,
+                         size_t lt, const float *in, size_t li, size_t n) {
+    float *r[TA];
+    const float *a[TA];
+    for (int j = 0; j < ri; j++) { // columns: tmp (ro, ri) = F in
+        for (int i = 0; i < ri; i++) a[i] = in + (size_t)(ri * i + j) * li;
+        for (int i = 0; i < ro; i++) r[i] = tmp + (size_t)(ri * i + j) * lt;
+        f(r, a, n);
+    }
+    for (int i = 0; i < ro; i++) { // rows: out (ro, ro) = tmp F^T
+        for (int j = 0; j < ri; j++) a[j] = tmp + (size_t)(ri * i + j) * lt;
+        for (int j = 0; j < ro; j++) r[j] = out + (size_t)(ro * i + j) * lo;
+        f(r, a, n);
     }
 }
 
-// This thread's temporary streams: (32, Pc)
+// ---------------------------------------------------------------------------
+// Whole-tensor steps, each an `omp for` inside the caller's parallel region.
+
+// This thread's temporary streams
 static float *slot_of(float *slots, const WinoPlan *q) {
-    return slots + (size_t)omp_get_thread_num() * 32 * q->Pc;
+    return slots + (size_t)omp_get_thread_num() * SLOT_FLOATS(q->Pc);
+}
+
+// U[x] (OC, C) = (G g G^T)[x] for w (OC, C, 3, 3), in blocks of pairs: the
+// weights' 9 elements are copied out into streams first
+static void weights_transform(float *U, const float *w, float *slots, const WinoPlan *q,
+                              int OC, int C) {
+    size_t n = (size_t)OC * C, nblk = (n + WBLK - 1) / WBLK;
+    float *g = slot_of(slots, q), *t = g + 9 * WBLK;
+#pragma omp for schedule(static)
+    for (size_t bi = 0; bi < nblk; bi++) {
+        size_t i0 = bi * WBLK, m = n - i0 < WBLK ? n - i0 : WBLK;
+        for (size_t i = 0; i < m; i++)
+            for (int k = 0; k < 9; k++) g[k * WBLK + i] = w[9 * (i0 + i) + k];
+        transform_2d(g_1d, 3, TA, U + i0, XSTRIDE(n), t, WBLK, g, WBLK, m);
+    }
+}
+
+// dw (OC, C, 3, 3) += (G^T dU G) for dU (NX, OC, C), in blocks of pairs
+static void weights_transform_adjoint(float *dw, const float *dU, float *slots,
+                                      const WinoPlan *q, int OC, int C) {
+    size_t n = (size_t)OC * C, nblk = (n + WBLK - 1) / WBLK;
+    float *g = slot_of(slots, q), *t = g + 9 * WBLK;
+#pragma omp for schedule(static)
+    for (size_t bi = 0; bi < nblk; bi++) {
+        size_t i0 = bi * WBLK, m = n - i0 < WBLK ? n - i0 : WBLK;
+        transform_2d(gt_1d, TA, 3, g, WBLK, t, WBLK, dU + i0, XSTRIDE(n), m);
+        for (size_t i = 0; i < m; i++)
+            for (int k = 0; k < 9; k++) dw[9 * (i0 + i) + k] += g[k * WBLK + i];
+    }
 }
 
 // V[x] (C, P) from the P tiles of img (nb, C, H, W)
 static void input_transform(float *V, const float *img, const WinoTables *t, float *slots,
                             int C, int P, const WinoPlan *q) {
     size_t n = (size_t)C * P, Pc = q->Pc;
-    float *D = slot_of(slots, q), *T = D + 16 * Pc; // (16, Pc) each
+    float *D = slot_of(slots, q), *T = D + NX * PBLK; // (NX, PBLK) each
 #pragma omp for schedule(static)
     for (int c = 0; c < C; c++) {
         const float *src = img + (size_t)c * q->HW; // channel c of image 0
-        for (int k = 0; k < 16; k++) {
-            const int *g = t->gin + k * Pc;
-            float *d = D + k * Pc;
+        for (int p0 = 0; p0 < P; p0 += PBLK) {
+            int m = P - p0 < PBLK ? P - p0 : PBLK;
+            for (int k = 0; k < NX; k++) {
+                const int *g = t->gin + k * Pc + p0;
+                float *d = D + k * PBLK;
 #pragma omp simd
-            for (int p = 0; p < P; p++) d[p] = g[p] >= 0 ? src[g[p]] : 0.0f;
+                for (int p = 0; p < m; p++) d[p] = g[p] >= 0 ? src[g[p]] : 0.0f;
+            }
+            transform_2d(bt_1d, TA, TA, V + (size_t)c * P + p0, XSTRIDE(n), T, PBLK, D, PBLK, m);
         }
-        tile44_transform(V + (size_t)c * P, XSTRIDE(n), T, Pc, D, Pc, P, 0);
     }
 }
 
-// out (nb, OC, H, W) = A^T M[x] A + bias over the P tiles; M (16, OC, P)
+// out (nb, OC, H, W) = A^T M[x] A + bias over the P tiles; M (NX, OC, P)
 static void output_transform(float *out, const float *M, const float *bias, const WinoTables *t,
                              float *slots, int OC, int nb, int P, const WinoPlan *q) {
     size_t n = (size_t)OC * P, Pc = q->Pc, HW = q->HW;
-    float *Y = slot_of(slots, q), *T = Y + 16 * Pc; // (4, Pc), (8, Pc)
+    float *Y = slot_of(slots, q), *T = Y + TM * TM * Pc; // (TM*TM, Pc), (TM*TA, PBLK)
 #pragma omp for schedule(static)
     for (int oc = 0; oc < OC; oc++) {
-        output_tiles(Y, T, M + (size_t)oc * P, XSTRIDE(n), Pc, P);
+        for (int p0 = 0; p0 < P; p0 += PBLK) {
+            int m = P - p0 < PBLK ? P - p0 : PBLK;
+            transform_2d(at_1d, TA, TM, Y + p0, Pc, T, PBLK, M + (size_t)oc * P + p0, XSTRIDE(n), m);
+        }
         float bv = bias ? bias[oc] : 0.0f;
         for (int b = 0; b < nb; b++) {
             float *o = out + ((size_t)b * OC + oc) * HW; // (H, W)
@@ -297,17 +344,20 @@ static void output_transform(float *out, const float *M, const float *bias, cons
 static void output_transform_adjoint(float *dM, const float *dout, const WinoTables *t,
                                      float *slots, int OC, int P, const WinoPlan *q) {
     size_t n = (size_t)OC * P, Pc = q->Pc;
-    float *DY = slot_of(slots, q), *T = DY + 16 * Pc; // (4, Pc), (8, Pc)
+    float *DY = slot_of(slots, q), *T = DY + NX * PBLK; // (TM*TM, PBLK), (TA*TM, PBLK)
 #pragma omp for schedule(static)
     for (int oc = 0; oc < OC; oc++) {
         const float *src = dout + (size_t)oc * q->HW; // channel oc of image 0
-        for (int k = 0; k < 4; k++) {
-            const int *g = t->gdy + k * Pc;
-            float *d = DY + k * Pc;
+        for (int p0 = 0; p0 < P; p0 += PBLK) {
+            int m = P - p0 < PBLK ? P - p0 : PBLK;
+            for (int k = 0; k < TM * TM; k++) {
+                const int *g = t->gdy + k * Pc + p0;
+                float *d = DY + k * PBLK;
 #pragma omp simd
-            for (int p = 0; p < P; p++) d[p] = g[p] >= 0 ? src[g[p]] : 0.0f;
+                for (int p = 0; p < m; p++) d[p] = g[p] >= 0 ? src[g[p]] : 0.0f;
+            }
+            transform_2d(a_1d, TM, TA, dM + (size_t)oc * P + p0, XSTRIDE(n), T, PBLK, DY, PBLK, m);
         }
-        output_tiles_adjoint(dM + (size_t)oc * P, XSTRIDE(n), T, DY, Pc, P);
     }
 }
 
@@ -317,10 +367,13 @@ static void input_transform_adjoint(float *img, const float *dV, const WinoTable
                                     float *slots, int C, int nb, int P, const WinoPlan *q,
                                     int acc) {
     size_t n = (size_t)C * P, Pc = q->Pc, HW = q->HW, NP = (size_t)q->nb * HW;
-    float *D = slot_of(slots, q), *T = D + 16 * Pc; // (16, Pc) each
+    float *D = slot_of(slots, q), *T = D + NX * Pc; // (NX, Pc), (NX, PBLK)
 #pragma omp for schedule(static)
     for (int c = 0; c < C; c++) {
-        tile44_transform(D, Pc, T, Pc, dV + (size_t)c * P, XSTRIDE(n), P, 1);
+        for (int p0 = 0; p0 < P; p0 += PBLK) {
+            int m = P - p0 < PBLK ? P - p0 : PBLK;
+            transform_2d(b_1d, TA, TA, D + p0, Pc, T, PBLK, dV + (size_t)c * P + p0, XSTRIDE(n), m);
+        }
         for (int b = 0; b < nb; b++) {
             float *o = img + ((size_t)b * C + c) * HW; // (H, W)
             const int *g = t->gadd + (size_t)b * HW;
@@ -339,7 +392,7 @@ static void input_transform_adjoint(float *img, const float *dV, const WinoTable
 
 // ---------------------------------------------------------------------------
 
-// Carves scratch: U, dU (16, OC, C) | V (16, C, Pc) | M (16, OC, Pc) | tables | slots
+// Carves scratch: U, dU (NX, OC, C) | V (NX, C, Pc) | M (NX, OC, Pc) | tables | slots
 typedef struct {
     float *U, *dU, *V, *M, *slots;
     WinoTables t;
@@ -348,12 +401,12 @@ typedef struct {
 static WinoBufs bufs_carve(float *scratch, const WinoPlan *q, int C, int OC) {
     WinoBufs w;
     w.U = scratch;
-    w.dU = w.U + 16 * XSTRIDE((size_t)OC * C);
-    w.V = w.dU + 16 * XSTRIDE((size_t)OC * C);
-    w.M = w.V + 16 * XSTRIDE((size_t)C * q->Pc);
-    int *tab = (int *)(w.M + 16 * XSTRIDE((size_t)OC * q->Pc));
+    w.dU = w.U + NX * XSTRIDE((size_t)OC * C);
+    w.V = w.dU + NX * XSTRIDE((size_t)OC * C);
+    w.M = w.V + NX * XSTRIDE((size_t)C * q->Pc);
+    int *tab = (int *)(w.M + NX * XSTRIDE((size_t)OC * q->Pc));
     w.t = tables_carve(tab, q);
-    w.slots = (float *)(tab + WINO_TABLE_INTS(*q));
+    w.slots = (float *)(tab + TABLE_INTS(q->Pc));
     return w;
 }
 
@@ -365,12 +418,12 @@ void winograd_conv_forward(float *out, const float *in, const float *w, const fl
 #pragma omp parallel num_threads(q.slots)
     {
         tables_build(&s.t, &q, C, OC);
-        weights_transform(s.U, w, OC, C);
+        weights_transform(s.U, w, s.slots, &q, OC, C);
         for (int b0 = 0; b0 < B; b0 += q.nb) {
             int nb = B - b0 < q.nb ? B - b0 : q.nb, P = nb * q.T;
             input_transform(s.V, in + (size_t)b0 * C * HW, &s.t, s.slots, C, P, &q);
 #pragma omp for schedule(static)
-            for (int x = 0; x < 16; x++) // M[x] (OC, P) = U[x] (OC, C) V[x] (C, P)
+            for (int x = 0; x < NX; x++) // M[x] (OC, P) = U[x] (OC, C) V[x] (C, P)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, P, C, 1.0f,
                             s.U + x * XSTRIDE((size_t)OC * C), C,
                             s.V + x * XSTRIDE((size_t)C * P), P, 0.0f,
@@ -389,13 +442,13 @@ void winograd_conv_backward(float *din, float *dw, const float *dout, const floa
 #pragma omp parallel num_threads(q.slots)
     {
         tables_build(&s.t, &q, C, OC);
-        if (din) weights_transform(s.U, w, OC, C);
+        if (din) weights_transform(s.U, w, s.slots, &q, OC, C);
         for (int b0 = 0; b0 < B; b0 += q.nb) {
             int nb = B - b0 < q.nb ? B - b0 : q.nb, P = nb * q.T;
             input_transform(s.V, in + (size_t)b0 * C * HW, &s.t, s.slots, C, P, &q);
             output_transform_adjoint(s.M, dout + (size_t)b0 * OC * HW, &s.t, s.slots, OC, P, &q);
 #pragma omp for schedule(static)
-            for (int x = 0; x < 16; x++) {
+            for (int x = 0; x < NX; x++) {
                 float *Vx = s.V + x * XSTRIDE((size_t)C * P);
                 float *dMx = s.M + x * XSTRIDE((size_t)OC * P);
                 // dU[x] (OC, C) (+)= dM[x] (OC, P) V[x]^T (P, C), chunks in order
@@ -409,6 +462,6 @@ void winograd_conv_backward(float *din, float *dw, const float *dout, const floa
                 input_transform_adjoint(din + (size_t)b0 * C * HW, s.V, &s.t, s.slots, C, nb,
                                         P, &q, acc);
         }
-        weights_transform_adjoint(dw, s.dU, OC, C);
+        weights_transform_adjoint(dw, s.dU, s.slots, &q, OC, C);
     }
 }
