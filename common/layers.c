@@ -27,10 +27,14 @@ static void gemm_split(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int
                        float alpha, const float *A, int lda, const float *B, int ldb,
                        float beta, float *C, int ldc) {
     int rows = M > N, len = rows ? M : N;
-    int nblk = (len + GEMM_BLOCK - 1) / GEMM_BLOCK;
-#pragma omp parallel for schedule(static) if (nblk > 1)
+    // at least two blocks: a GEMM outside an active parallel region would
+    // run OpenBLAS's own threading (its thread wake-ups cost more than these
+    // small GEMMs, and its split is not ours)
+    int blk = len > 2 * GEMM_BLOCK ? GEMM_BLOCK : len > 1 ? (len + 1) / 2 : 1;
+    int nblk = (len + blk - 1) / blk;
+#pragma omp parallel for schedule(static)
     for (int i = 0; i < nblk; i++) {
-        int o = i * GEMM_BLOCK, n = len - o < GEMM_BLOCK ? len - o : GEMM_BLOCK;
+        int o = i * blk, n = len - o < blk ? len - o : blk;
         if (rows) {
             const float *Ab = ta == CblasNoTrans ? A + (size_t)o * lda : A + o;
             cblas_sgemm(CblasRowMajor, ta, tb, n, N, K, alpha, Ab, lda, B, ldb, beta,
