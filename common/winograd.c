@@ -141,11 +141,18 @@ static void tables_build(const WinoTables *t, const WinoPlan *q, int C, int OC) 
 // vectorises whatever the image size (8x8 latents have 4 tiles an image, 4x4
 // only one). A 2-D transform is a 1-D transform down the columns, then one
 // along the rows. The weight transform runs the same way over (oc, c) pairs.
-// 1-D maps, with r the result streams and a the argument streams:
+// 1-D maps, with r the result streams and a the argument streams. Each is a
+// kernel on explicit restrict pointers, kept out of line so that the promise
+// holds (GCC did not vectorise the loops when it read the streams from an
+// array of pointers), and a wrapper that takes the arrays.
+#define NOINLINE __attribute__((noinline))
+#define RS float *restrict
+#define AS const float *restrict
 
 // G (6x3) = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6;
 //            1/24 -1/12 1/6; 0 0 1]
-static __attribute__((noinline)) void g_1d_k(float *restrict r0, float *restrict r1, float *restrict r2, float *restrict r3, float *restrict r4, float *restrict r5, const float *restrict a0, const float *restrict a1, const float *restrict a2, int n) {
+static NOINLINE void g_1d_k(RS r0, RS r1, RS r2, RS r3, RS r4, RS r5,
+                            AS a0, AS a1, AS a2, int n) {
     for (int p = 0; p < n; p++) {
         float x0 = a0[p], x1 = a1[p], x2 = a2[p];
         float s = x0 + x2, q = x0 * (1.0f / 24.0f) + x2 * (1.0f / 6.0f);
@@ -162,7 +169,8 @@ static void g_1d(float *const *r, const float *const *a, int n) {
 }
 
 // G^T (3x6), the adjoint of g_1d
-static __attribute__((noinline)) void gt_1d_k(float *restrict r0, float *restrict r1, float *restrict r2, const float *restrict a0, const float *restrict a1, const float *restrict a2, const float *restrict a3, const float *restrict a4, const float *restrict a5, int n) {
+static NOINLINE void gt_1d_k(RS r0, RS r1, RS r2,
+                            AS a0, AS a1, AS a2, AS a3, AS a4, AS a5, int n) {
     for (int p = 0; p < n; p++) {
         float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p], x4 = a4[p], x5 = a5[p];
         r0[p] = x0 * 0.25f - (x1 + x2) * (1.0f / 6.0f) + (x3 + x4) * (1.0f / 24.0f);
@@ -176,7 +184,8 @@ static void gt_1d(float *const *r, const float *const *a, int n) {
 
 // B^T (6x6) = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0;
 //              0 2 -1 -2 1 0; 0 4 0 -5 0 1]
-static __attribute__((noinline)) void bt_1d_k(float *restrict r0, float *restrict r1, float *restrict r2, float *restrict r3, float *restrict r4, float *restrict r5, const float *restrict a0, const float *restrict a1, const float *restrict a2, const float *restrict a3, const float *restrict a4, const float *restrict a5, int n) {
+static NOINLINE void bt_1d_k(RS r0, RS r1, RS r2, RS r3, RS r4, RS r5,
+                            AS a0, AS a1, AS a2, AS a3, AS a4, AS a5, int n) {
     for (int p = 0; p < n; p++) {
         float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p], x4 = a4[p], x5 = a5[p];
         float s = x4 - 4.0f * x2, t = x3 - 4.0f * x1, u = x4 - x2, v = 2.0f * (x3 - x1);
@@ -193,7 +202,8 @@ static void bt_1d(float *const *r, const float *const *a, int n) {
 }
 
 // B (6x6), the adjoint of bt_1d
-static __attribute__((noinline)) void b_1d_k(float *restrict r0, float *restrict r1, float *restrict r2, float *restrict r3, float *restrict r4, float *restrict r5, const float *restrict a0, const float *restrict a1, const float *restrict a2, const float *restrict a3, const float *restrict a4, const float *restrict a5, int n) {
+static NOINLINE void b_1d_k(RS r0, RS r1, RS r2, RS r3, RS r4, RS r5,
+                            AS a0, AS a1, AS a2, AS a3, AS a4, AS a5, int n) {
     for (int p = 0; p < n; p++) {
         float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p], x4 = a4[p], x5 = a5[p];
         r0[p] = 4.0f * x0;
@@ -209,7 +219,8 @@ static void b_1d(float *const *r, const float *const *a, int n) {
 }
 
 // A^T (4x6) = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
-static __attribute__((noinline)) void at_1d_k(float *restrict r0, float *restrict r1, float *restrict r2, float *restrict r3, const float *restrict a0, const float *restrict a1, const float *restrict a2, const float *restrict a3, const float *restrict a4, const float *restrict a5, int n) {
+static NOINLINE void at_1d_k(RS r0, RS r1, RS r2, RS r3,
+                            AS a0, AS a1, AS a2, AS a3, AS a4, AS a5, int n) {
     for (int p = 0; p < n; p++) {
         float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p], x4 = a4[p], x5 = a5[p];
         float s = x1 + x2, d = x1 - x2, s2 = x3 + x4, d2 = x3 - x4;
@@ -224,7 +235,8 @@ static void at_1d(float *const *r, const float *const *a, int n) {
 }
 
 // A (6x4), the adjoint of at_1d
-static __attribute__((noinline)) void a_1d_k(float *restrict r0, float *restrict r1, float *restrict r2, float *restrict r3, float *restrict r4, float *restrict r5, const float *restrict a0, const float *restrict a1, const float *restrict a2, const float *restrict a3, int n) {
+static NOINLINE void a_1d_k(RS r0, RS r1, RS r2, RS r3, RS r4, RS r5,
+                            AS a0, AS a1, AS a2, AS a3, int n) {
     for (int p = 0; p < n; p++) {
         float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p];
         float e = x0 + x2, o = x1 + x3, e4 = x0 + 4.0f * x2, o4 = 2.0f * x1 + 8.0f * x3;
@@ -328,7 +340,8 @@ static void output_transform(float *out, const float *M, const float *bias, cons
     for (int oc = 0; oc < OC; oc++) {
         for (int p0 = 0; p0 < P; p0 += PBLK) {
             int m = P - p0 < PBLK ? P - p0 : PBLK;
-            transform_2d(at_1d, TA, TM, Y + p0, Pc, T, PBLK, M + (size_t)oc * P + p0, XSTRIDE(n), m);
+            transform_2d(at_1d, TA, TM, Y + p0, Pc, T, PBLK, M + (size_t)oc * P + p0,
+                         XSTRIDE(n), m);
         }
         float bv = bias ? bias[oc] : 0.0f;
         for (int b = 0; b < nb; b++) {
