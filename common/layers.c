@@ -347,11 +347,25 @@ size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int k, int s, i
     return (size_t)q.slots * q.slot + (size_t)q.nchunks * OC * q.K + (size_t)C * q.KO;
 }
 
+size_t conv2d_prep_floats(int C, int OC, int k, int s, int p) {
+    return conv_is_wino(C, OC, k, s, p) ? winograd_weights_floats(C, OC) : 0;
+}
+
+void conv2d_prep(float *prep, const float *w, int C, int OC, int k, int s, int p) {
+    if (conv_is_wino(C, OC, k, s, p)) winograd_weights(prep, w, C, OC);
+}
+
 void conv2d_forward(float *out, const float *in, const float *w, const float *b,
                     int B, int C, int H, int W, int OC, int k, int s, int p,
                     float *scratch) {
+    conv2d_forward_prep(out, in, w, NULL, b, B, C, H, W, OC, k, s, p, scratch);
+}
+
+void conv2d_forward_prep(float *out, const float *in, const float *w, const float *prep,
+                         const float *b, int B, int C, int H, int W, int OC, int k, int s,
+                         int p, float *scratch) {
     if (conv_is_wino(C, OC, k, s, p)) {
-        winograd_conv_forward(out, in, w, b, B, C, H, W, OC, scratch);
+        winograd_conv_forward(out, in, w, prep, b, B, C, H, W, OC, scratch);
         return;
     }
     if (conv_is_1x1(k, s, p)) {

@@ -19,6 +19,17 @@ void conv2d_backward(float *din, float *dw, float *db, const float *dout,
                      const float *in, const float *w,
                      int B, int C, int H, int W, int OC, int k, int s, int p,
                      float *scratch);
+// Prepared weights: the 3x3 stride-1 convs with 16+ channels a side run as
+// Winograd on transformed weights; a caller that runs the same weights many
+// times (sampling) transforms them once with conv2d_prep into
+// conv2d_prep_floats() floats (0 for a conv that has none; prep is then
+// unused and may be NULL) and passes them to conv2d_forward_prep, which is
+// conv2d_forward otherwise (prep NULL: the same as conv2d_forward).
+size_t conv2d_prep_floats(int C, int OC, int k, int s, int p);
+void conv2d_prep(float *prep, const float *w, int C, int OC, int k, int s, int p);
+void conv2d_forward_prep(float *out, const float *in, const float *w, const float *prep,
+                         const float *b, int B, int C, int H, int W, int OC, int k, int s,
+                         int p, float *scratch);
 
 // ---- conv_transpose2d: in (B, C, H, W), w (C, OC, k, k) (PyTorch layout),
 // b (OC) -> out (B, OC, OH, OW), OH = (H - 1) * s - 2p + k.

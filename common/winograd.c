@@ -33,9 +33,8 @@
 #define WBLK 256       // (oc, c) pairs a weight transform step takes at a time
 #define PBLK 64        // tiles a tile transform step takes at a time: its
                        // streams stay in the L1 cache
-// floats of one thread's temporary streams: (2 NX, Pc), or the weight
-// transforms' 9 + 18 streams of WBLK
-#define SLOT_FLOATS(Pc) (2 * NX * (size_t)(Pc) > 27 * WBLK ? 2 * NX * (size_t)(Pc) : 27 * WBLK)
+// floats of one thread's temporary streams: (2 NX, max(Pc, PBLK))
+#define SLOT_FLOATS(Pc) (2 * NX * (size_t)((Pc) > PBLK ? (Pc) : PBLK))
 // The NX matrices of an array indexed by tile point x (U, V, M) lie this far
 // apart: one cache line more than their size, since with sizes that are
 // powers of two the rows a transform writes together would all fall in the
@@ -283,12 +282,11 @@ static float *slot_of(float *slots, const WinoPlan *q) {
 
 // U[x] (OC, C) = (G g G^T)[x] for w (OC, C, 3, 3), in blocks of pairs: the
 // weights' 9 elements are copied out into streams first
-static void weights_transform(float *U, const float *w, float *slots, const WinoPlan *q,
-                              int OC, int C) {
+static void weights_transform(float *U, const float *w, int OC, int C) {
     size_t n = (size_t)OC * C, nblk = (n + WBLK - 1) / WBLK;
-    float *g = slot_of(slots, q), *t = g + 9 * WBLK;
 #pragma omp for schedule(static)
     for (size_t bi = 0; bi < nblk; bi++) {
+        float g[9 * WBLK], t[3 * TA * WBLK]; // (9, WBLK) weights, (TA, 3) G g
         size_t i0 = bi * WBLK, m = n - i0 < WBLK ? n - i0 : WBLK;
         for (size_t i = 0; i < m; i++)
             for (int k = 0; k < 9; k++) g[k * WBLK + i] = w[9 * (i0 + i) + k];
@@ -297,12 +295,11 @@ static void weights_transform(float *U, const float *w, float *slots, const Wino
 }
 
 // dw (OC, C, 3, 3) += (G^T dU G) for dU (NX, OC, C), in blocks of pairs
-static void weights_transform_adjoint(float *dw, const float *dU, float *slots,
-                                      const WinoPlan *q, int OC, int C) {
+static void weights_transform_adjoint(float *dw, const float *dU, int OC, int C) {
     size_t n = (size_t)OC * C, nblk = (n + WBLK - 1) / WBLK;
-    float *g = slot_of(slots, q), *t = g + 9 * WBLK;
 #pragma omp for schedule(static)
     for (size_t bi = 0; bi < nblk; bi++) {
+        float g[9 * WBLK], t[3 * TA * WBLK]; // (9, WBLK) gradients, (3, TA) G^T dU
         size_t i0 = bi * WBLK, m = n - i0 < WBLK ? n - i0 : WBLK;
         transform_2d(gt_1d, TA, 3, g, WBLK, t, WBLK, dU + i0, XSTRIDE(n), m);
         for (size_t i = 0; i < m; i++)
@@ -423,22 +420,31 @@ static WinoBufs bufs_carve(float *scratch, const WinoPlan *q, int C, int OC) {
     return w;
 }
 
-void winograd_conv_forward(float *out, const float *in, const float *w, const float *b,
-                           int B, int C, int H, int W, int OC, float *scratch) {
+size_t winograd_weights_floats(int C, int OC) { return NX * XSTRIDE((size_t)OC * C); }
+
+void winograd_weights(float *U, const float *w, int C, int OC) {
+#pragma omp parallel
+    weights_transform(U, w, OC, C);
+}
+
+void winograd_conv_forward(float *out, const float *in, const float *w, const float *U,
+                           const float *b, int B, int C, int H, int W, int OC,
+                           float *scratch) {
     WinoPlan q = wino_plan(B, C, H, W, OC);
     WinoBufs s = bufs_carve(scratch, &q, C, OC);
+    const float *Ux = U ? U : s.U; // (NX, OC, C)
     size_t HW = (size_t)H * W;
 #pragma omp parallel num_threads(q.slots)
     {
         tables_build(&s.t, &q, C, OC);
-        weights_transform(s.U, w, s.slots, &q, OC, C);
+        if (!U) weights_transform(s.U, w, OC, C);
         for (int b0 = 0; b0 < B; b0 += q.nb) {
             int nb = B - b0 < q.nb ? B - b0 : q.nb, P = nb * q.T;
             input_transform(s.V, in + (size_t)b0 * C * HW, &s.t, s.slots, C, P, &q);
 #pragma omp for schedule(static)
             for (int x = 0; x < NX; x++) // M[x] (OC, P) = U[x] (OC, C) V[x] (C, P)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, OC, P, C, 1.0f,
-                            s.U + x * XSTRIDE((size_t)OC * C), C,
+                            Ux + x * XSTRIDE((size_t)OC * C), C,
                             s.V + x * XSTRIDE((size_t)C * P), P, 0.0f,
                             s.M + x * XSTRIDE((size_t)OC * P), P);
             output_transform(out + (size_t)b0 * OC * HW, s.M, b, &s.t, s.slots, OC, nb, P, &q);
@@ -455,7 +461,7 @@ void winograd_conv_backward(float *din, float *dw, const float *dout, const floa
 #pragma omp parallel num_threads(q.slots)
     {
         tables_build(&s.t, &q, C, OC);
-        if (din) weights_transform(s.U, w, s.slots, &q, OC, C);
+        if (din) weights_transform(s.U, w, OC, C);
         for (int b0 = 0; b0 < B; b0 += q.nb) {
             int nb = B - b0 < q.nb ? B - b0 : q.nb, P = nb * q.T;
             input_transform(s.V, in + (size_t)b0 * C * HW, &s.t, s.slots, C, P, &q);
@@ -475,6 +481,6 @@ void winograd_conv_backward(float *din, float *dw, const float *dout, const floa
                 input_transform_adjoint(din + (size_t)b0 * C * HW, s.V, &s.t, s.slots, C, nb,
                                         P, &q, acc);
         }
-        weights_transform_adjoint(dw, s.dU, s.slots, &q, OC, C);
+        weights_transform_adjoint(dw, s.dU, OC, C);
     }
 }

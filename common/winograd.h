@@ -13,9 +13,15 @@
 #include <stddef.h>
 
 size_t winograd_scratch_floats(int B, int C, int H, int W, int OC);
-// out = conv(in, w) + b (b may be NULL)
-void winograd_conv_forward(float *out, const float *in, const float *w, const float *b,
-                           int B, int C, int H, int W, int OC, float *scratch);
+// The transformed weights U of w, for a caller that runs the same weights
+// many times (sampling): winograd_weights_floats(C, OC) floats.
+size_t winograd_weights_floats(int C, int OC);
+void winograd_weights(float *U, const float *w, int C, int OC);
+// out = conv(in, w) + b (b may be NULL); U: w transformed by
+// winograd_weights, or NULL to transform w here.
+void winograd_conv_forward(float *out, const float *in, const float *w, const float *U,
+                           const float *b, int B, int C, int H, int W, int OC,
+                           float *scratch);
 // dw += d/dw; din += d/din (acc) or din = d/din (!acc); din may be NULL.
 // The bias gradient is left to the caller.
 void winograd_conv_backward(float *din, float *dw, const float *dout, const float *in,

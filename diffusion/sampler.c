@@ -69,6 +69,7 @@ int ddim_sample_ex(UNet *u, const Schedule *s, float *x, int B, int steps, float
     size_t n = (size_t)B * c->latent_channels * c->latent_size * c->latent_size;
     int skip = s->T / steps;
     int *t = xmalloc((size_t)B * sizeof *t);
+    unet_fix_weights(u, 1);
     for (int k = 0; k < steps; k++) {
         int i = steps - 1 - k, ti = i * skip;
         double ab = s->alphas_cumprod[ti];
@@ -82,6 +83,7 @@ int ddim_sample_ex(UNet *u, const Schedule *s, float *x, int B, int steps, float
                sqrt(dir > 0 ? dir : 0), 0.0, sigma, n);
         if (traj) memcpy(traj + (size_t)k * n, x, n * sizeof *x);
     }
+    unet_fix_weights(u, 0);
     free(t);
     return 0;
 }
@@ -92,6 +94,7 @@ int ddpm_sample_ex(UNet *u, const Schedule *s, float *x, int B, int prediction, 
     const UNetConfig *c = &u->cfg;
     size_t n = (size_t)B * c->latent_channels * c->latent_size * c->latent_size;
     int *t = xmalloc((size_t)B * sizeof *t);
+    unet_fix_weights(u, 1);
     for (int k = 0; k < s->T; k++) {
         int ti = s->T - 1 - k;
         double ab = s->alphas_cumprod[ti], beta = s->betas[ti];
@@ -106,6 +109,7 @@ int ddpm_sample_ex(UNet *u, const Schedule *s, float *x, int B, int prediction, 
                sqrt(s->posterior_variance[ti]), n);
         if (traj) memcpy(traj + (size_t)k * n, x, n * sizeof *x);
     }
+    unet_fix_weights(u, 0);
     free(t);
     return 0;
 }

@@ -155,15 +155,17 @@ void resblock_forward(ResBlock *r, float *out, const float *x, const float *temb
     float *scratch = work + 3 * resblock_buf_floats(r, B);
     groupnorm_silu_forward(r->act1, r->mean1, r->rstd1, x, P + r->norm1, P + r->norm1 + cin,
                            B, cin, HW, r->g1);
-    conv2d_forward(r->h1, r->act1, P + r->conv1, P + r->conv1 + conv_wsize(cin, cout, 3),
-                   B, cin, H, W, cout, 3, 1, 1, scratch);
+    conv2d_forward_prep(r->h1, r->act1, P + r->conv1, r->prep1,
+                        P + r->conv1 + conv_wsize(cin, cout, 3), B, cin, H, W, cout, 3, 1, 1,
+                        scratch);
     linear_forward(r->tproj, temb_act, P + r->temb_proj,
                    P + r->temb_proj + (size_t)cout * r->temb_dim, B, r->temb_dim, cout);
     add_channel_bias_forward(r->h1, r->tproj, B, cout, HW);
     groupnorm_silu_forward(r->act2, r->mean2, r->rstd2, r->h1, P + r->norm2, P + r->norm2 + cout,
                            B, cout, HW, r->g2);
-    conv2d_forward(out, r->act2, P + r->conv2, P + r->conv2 + conv_wsize(cout, cout, 3),
-                   B, cout, H, W, cout, 3, 1, 1, scratch);
+    conv2d_forward_prep(out, r->act2, P + r->conv2, r->prep2,
+                        P + r->conv2 + conv_wsize(cout, cout, 3), B, cout, H, W, cout, 3, 1, 1,
+                        scratch);
     if (cin != cout) {
         conv2d_forward(tmp, x, P + r->skip, P + r->skip + conv_wsize(cin, cout, 1),
                        B, cin, H, W, cout, 1, 1, 0, scratch);
@@ -372,6 +374,7 @@ struct UNetOp {
     ResBlock res;        // OP_RES
     AttnBlock attn;      // OP_ATTN
     size_t conv;         // OP_DOWN, OP_UP: the conv's weight offset
+    const float *prep;   // OP_UP: the conv's prepared weights, or NULL
     float *up;           // OP_UP: (B, C, 2H, 2W) nearest-upsampled input
     // stream tensors and their gradients
     float *in, *in2, *out;
@@ -585,7 +588,47 @@ void unet_init(UNet *u, const UNetConfig *cfg, int max_batch) {
     u->work = xmalloc_aligned(u->work_floats * sizeof(float));
 }
 
+// Walks the convs that can take prepared weights (the ResBlocks' and the
+// upsampling ones; conv_in and out_conv, with the latent channels on one
+// side, are left to transform their own), and with `apply` transforms them
+// into u->prep and points the ops at them, without it clears the pointers.
+// Returns the floats they take.
+static size_t fix_weights_walk(UNet *u, int apply) {
+    size_t off = 0;
+    const float *P = u->params;
+    for (int i = 0; i < u->n_ops; i++) {
+        UNetOp *op = &u->ops[i];
+        if (op->kind == OP_RES) {
+            ResBlock *r = &op->res;
+            size_t n1 = conv2d_prep_floats(r->cin, r->cout, 3, 1, 1);
+            size_t n2 = conv2d_prep_floats(r->cout, r->cout, 3, 1, 1);
+            if (apply) {
+                conv2d_prep(u->prep + off, P + r->conv1, r->cin, r->cout, 3, 1, 1);
+                conv2d_prep(u->prep + off + n1, P + r->conv2, r->cout, r->cout, 3, 1, 1);
+            }
+            r->prep1 = apply && n1 ? u->prep + off : NULL;
+            r->prep2 = apply && n2 ? u->prep + off + n1 : NULL;
+            off += n1 + n2;
+        } else if (op->kind == OP_UP) {
+            size_t n = conv2d_prep_floats(op->C, op->C, 3, 1, 1);
+            if (apply) conv2d_prep(u->prep + off, P + op->conv, op->C, op->C, 3, 1, 1);
+            op->prep = apply && n ? u->prep + off : NULL;
+            off += n;
+        }
+    }
+    return off;
+}
+
+void unet_fix_weights(UNet *u, int fixed) {
+    if (fixed && !u->prep) {
+        u->prep_floats = fix_weights_walk(u, 0);
+        u->prep = xmalloc_aligned((u->prep_floats ? u->prep_floats : 1) * sizeof(float));
+    }
+    fix_weights_walk(u, fixed);
+}
+
 void unet_free(UNet *u) {
+    free(u->prep);
     params_free(&u->table);
     free(u->params);
     free(u->grads);
@@ -622,8 +665,9 @@ void unet_forward(UNet *u, float *out, const float *x, const int *t, int B) {
             break;
         case OP_UP:
             upsample2x_forward(op->up, op->in, B, op->C, op->H, op->W);
-            conv2d_forward(op->out, op->up, P + op->conv, P + op->conv + conv_wsize(op->C, op->C, 3),
-                           B, op->C, 2 * op->H, 2 * op->W, op->C, 3, 1, 1, scratch);
+            conv2d_forward_prep(op->out, op->up, P + op->conv, op->prep,
+                                P + op->conv + conv_wsize(op->C, op->C, 3), B, op->C,
+                                2 * op->H, 2 * op->W, op->C, 3, 1, 1, scratch);
             break;
         case OP_CONCAT:
             concat_channels_forward(op->out, op->in, op->in2, B, op->C, op->C2, op->H * op->W);

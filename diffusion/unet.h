@@ -51,6 +51,9 @@ typedef struct {
     float *tproj;              // (B, cout)
     float *act2;               // (B, cout, H, W): SiLU(GN(h1))
     float *mean2, *rstd2;      // (B, g2)
+    // conv1's and conv2's prepared weights (conv2d_prep) while the UNet's
+    // weights are fixed (unet_fix_weights), else NULL
+    const float *prep1, *prep2;
 } ResBlock;
 
 void resblock_params(ResBlock *r, ParamTable *t, const char *prefix, int cin,
@@ -142,6 +145,8 @@ typedef struct {
     size_t max_chw;        // largest C*H*W a UNet-level gradient buffer holds
     size_t dstream_floats; // stream gradients: the first floats of acts
     int B; // batch of the last forward
+    float *prep;           // prepared conv weights (unet_fix_weights), or NULL
+    size_t prep_floats;
 } UNet;
 
 // Builds the table and allocates everything for up to max_batch items.
@@ -153,6 +158,12 @@ void unet_free(UNet *u);
 // x (B, Z, h, w), t (B) integer steps -> out (B, Z, h, w). Saves what the
 // backward needs; out may be u->pred, x may be u->xt.
 void unet_forward(UNet *u, float *out, const float *x, const int *t, int B);
+// Sampling runs the same weights at every step: unet_fix_weights(u, 1)
+// transforms the 3x3 convolutions' weights of the current u->params once
+// (conv2d_prep; allocated on first use, kept until unet_free) and makes
+// unet_forward use them until unet_fix_weights(u, 0). u->params must not
+// change in between; the samplers bracket their loops with the pair.
+void unet_fix_weights(UNet *u, int fixed);
 // dout (B, Z, h, w) for the last forward; accumulates d/d params into u->grads
 // (the caller zeroes them once per step).
 void unet_backward(UNet *u, const float *dout);

@@ -588,7 +588,7 @@ static void test_winograd_shape(int B, int C, int H, int W, int OC) {
         set_threads(t + 1);
         res[t] = zero_buf(nres);
         float *out = res[t], *din = out + nout, *dw = din + nin;
-        winograd_conv_forward(out, in, w, NULL, B, C, H, W, OC, scratch);
+        winograd_conv_forward(out, in, w, NULL, NULL, B, C, H, W, OC, scratch);
         winograd_conv_backward(din, dw, dout, in, w, B, C, H, W, OC, scratch, 0);
     }
     char name[128];

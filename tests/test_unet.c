@@ -419,6 +419,24 @@ static void test_unet_s_time_path(void) {
     snprintf(msg, sizeof msg, "unet-s time path and biases vs finite differences: worst rel %.3g (tol 5e-3)",
              worst);
     check_true(msg, worst <= 5e-3);
+
+    // Fixed weights (prepared Winograd weights, as the samplers use them)
+    // give the same forward bit for bit, and unfixing goes back to reading
+    // u->params: a changed weight changes the output again.
+    float *o1 = xmalloc(nl * sizeof(float)), *o2 = xmalloc(nl * sizeof(float));
+    unet_forward(&u, o1, x0, t, 1);
+    unet_fix_weights(&u, 1);
+    unet_forward(&u, o2, x0, t, 1);
+    check_true("unet-s has prepared (Winograd) weights to fix", u.prep && u.prep_floats > 0);
+    check_true("unet-s forward with fixed weights is bit-identical",
+               memcmp(o1, o2, nl * sizeof(float)) == 0);
+    unet_fix_weights(&u, 0);
+    const ParamInfo *pw = &u.table.info[params_find(&u.table, "up.0.res.1.conv1.weight")];
+    u.params[pw->offset] += 0.5f;
+    unet_forward(&u, o2, x0, t, 1);
+    check_true("after unet_fix_weights(u, 0) a changed weight is used",
+               memcmp(o1, o2, nl * sizeof(float)) != 0);
+    free(o1), free(o2);
     free(x0), free(noise);
     schedule_free(&s);
     unet_free(&u);
