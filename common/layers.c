@@ -803,8 +803,6 @@ void groupnorm_backward(float *din, float *dw, float *db, const float *dout,
 // the backward recomputes the GroupNorm output y = x * sc + sh from them with
 // the same float operations as the forward, so y is bit-identical.
 
-// mean and 1/std of one group's n values, in double (two passes, as above).
-
 void groupnorm_silu_forward(float *act, float *mean, float *rstd, const float *in,
                             const float *w, const float *b, int B, int C, int HW, int G) {
     int cg = C / G;

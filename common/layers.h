@@ -9,8 +9,9 @@
 #include <stddef.h>
 
 // ---- conv2d: in (B, C, H, W), w (OC, C, k, k), b (OC) -> out (B, OC, OH, OW)
-// OH = (H + 2p - k) / s + 1. im2col + one sgemm over the whole batch.
-// b may be NULL (no bias).
+// OH = (H + 2p - k) / s + 1. 3x3 stride-1 pad-1 convs with 16+ channels a
+// side run as Winograd F(4x4, 3x3) (winograd.h), 1x1 convs as plain GEMMs,
+// the rest as im2col + GEMM in chunks of images. b may be NULL (no bias).
 size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int k, int s, int p);
 void conv2d_forward(float *out, const float *in, const float *w, const float *b,
                     int B, int C, int H, int W, int OC, int k, int s, int p,

@@ -257,7 +257,7 @@ typedef void (*Map1d)(float *const *, const float *const *, int);
 // f. Streams: in[k] at in + k * li (k = ri i + j), tmp (ro x ri) at tmp + k *
 // lt, out (ro x ro) at out + k * lo.
 static void transform_2d(Map1d f, int ri, int ro, float *out, size_t lo, float *tmp,
-                         size_t lt, const float *in, size_t li, size_t n) {
+                         size_t lt, const float *in, size_t li, int n) {
     float *r[TA];
     const float *a[TA];
     for (int j = 0; j < ri; j++) { // columns: tmp (ro, ri) = F in
@@ -323,7 +323,8 @@ static void input_transform(float *V, const float *img, const WinoTables *t, flo
 #pragma omp simd
                 for (int p = 0; p < m; p++) d[p] = g[p] >= 0 ? src[g[p]] : 0.0f;
             }
-            transform_2d(bt_1d, TA, TA, V + (size_t)c * P + p0, XSTRIDE(n), T, PBLK, D, PBLK, m);
+            transform_2d(bt_1d, TA, TA, V + (size_t)c * P + p0, XSTRIDE(n), T, PBLK, D, PBLK,
+                         m);
         }
     }
 }
@@ -366,7 +367,8 @@ static void output_transform_adjoint(float *dM, const float *dout, const WinoTab
 #pragma omp simd
                 for (int p = 0; p < m; p++) d[p] = g[p] >= 0 ? src[g[p]] : 0.0f;
             }
-            transform_2d(a_1d, TM, TA, dM + (size_t)oc * P + p0, XSTRIDE(n), T, PBLK, DY, PBLK, m);
+            transform_2d(a_1d, TM, TA, dM + (size_t)oc * P + p0, XSTRIDE(n), T, PBLK, DY,
+                         PBLK, m);
         }
     }
 }
@@ -382,7 +384,8 @@ static void input_transform_adjoint(float *img, const float *dV, const WinoTable
     for (int c = 0; c < C; c++) {
         for (int p0 = 0; p0 < P; p0 += PBLK) {
             int m = P - p0 < PBLK ? P - p0 : PBLK;
-            transform_2d(b_1d, TA, TA, D + p0, Pc, T, PBLK, dV + (size_t)c * P + p0, XSTRIDE(n), m);
+            transform_2d(b_1d, TA, TA, D + p0, Pc, T, PBLK, dV + (size_t)c * P + p0,
+                         XSTRIDE(n), m);
         }
         for (int b = 0; b < nb; b++) {
             float *o = img + ((size_t)b * C + c) * HW; // (H, W)
