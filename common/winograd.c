@@ -272,6 +272,16 @@ static void transform_2d(Map1d f, int ri, int ro, float *out, size_t lo, float *
     }
 }
 
+// transform_2d over P tiles in blocks of PBLK, so that tmp (PBLK-long
+// streams) stays in the L1 cache
+static void transform_2d_blocked(Map1d f, int ri, int ro, float *out, size_t lo, float *tmp,
+                                 const float *in, size_t li, int P) {
+    for (int p0 = 0; p0 < P; p0 += PBLK) {
+        int m = P - p0 < PBLK ? P - p0 : PBLK;
+        transform_2d(f, ri, ro, out + p0, lo, tmp, PBLK, in + p0, li, m);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Whole-tensor steps, each an `omp for` inside the caller's parallel region.
 
@@ -336,11 +346,7 @@ static void output_transform(float *out, const float *M, const float *bias, cons
     float *Y = slot_of(slots, q), *T = Y + TM * TM * Pc; // (TM*TM, Pc), (TM*TA, PBLK)
 #pragma omp for schedule(static)
     for (int oc = 0; oc < OC; oc++) {
-        for (int p0 = 0; p0 < P; p0 += PBLK) {
-            int m = P - p0 < PBLK ? P - p0 : PBLK;
-            transform_2d(at_1d, TA, TM, Y + p0, Pc, T, PBLK, M + (size_t)oc * P + p0,
-                         XSTRIDE(n), m);
-        }
+        transform_2d_blocked(at_1d, TA, TM, Y, Pc, T, M + (size_t)oc * P, XSTRIDE(n), P);
         float bv = bias ? bias[oc] : 0.0f;
         for (int b = 0; b < nb; b++) {
             float *o = out + ((size_t)b * OC + oc) * HW; // (H, W)
@@ -382,11 +388,7 @@ static void input_transform_adjoint(float *img, const float *dV, const WinoTable
     float *D = slot_of(slots, q), *T = D + NX * Pc; // (NX, Pc), (NX, PBLK)
 #pragma omp for schedule(static)
     for (int c = 0; c < C; c++) {
-        for (int p0 = 0; p0 < P; p0 += PBLK) {
-            int m = P - p0 < PBLK ? P - p0 : PBLK;
-            transform_2d(b_1d, TA, TA, D + p0, Pc, T, PBLK, dV + (size_t)c * P + p0,
-                         XSTRIDE(n), m);
-        }
+        transform_2d_blocked(b_1d, TA, TA, D, Pc, T, dV + (size_t)c * P, XSTRIDE(n), P);
         for (int b = 0; b < nb; b++) {
             float *o = img + ((size_t)b * C + c) * HW; // (H, W)
             const int *g = t->gadd + (size_t)b * HW;
