@@ -244,7 +244,6 @@ def main():
     if args.channels not in (1, 3) or args.image_size < 4 or args.image_size % 4:
         ap.error("--channels must be 1 or 3, --image-size a multiple of 4")
     torch.set_num_threads(args.threads)
-    torch.set_num_interop_threads(1)
     torch.manual_seed(args.seed)
     base_rss = peak_rss_mb()
 
