@@ -450,8 +450,10 @@ static int read_tensor(hid_t g, const char *path, const char *group,
     return rc;
 }
 
-int ckpt_read_group(const char *path, const ParamTable *t, const char *group,
-                    float *out) {
+// Reads the tensors of `t` from /group; with `exact`, the group must hold no
+// others.
+static int read_group(const char *path, const ParamTable *t, const char *group, float *out,
+                      int exact) {
     h5_quiet();
     hid_t f = open_ckpt(path);
     if (f < 0) return -1;
@@ -463,8 +465,22 @@ int ckpt_read_group(const char *path, const ParamTable *t, const char *group,
     int rc = g < 0 ? errorf("%s: cannot open group /%s", path, group) : 0;
     for (int i = 0; i < t->n && rc == 0; i++)
         rc = read_tensor(g, path, group, &t->info[i], out + t->info[i].offset);
+    // Every expected tensor was found by name, so an equal count means the
+    // file holds exactly the model's tensors: extra ones belong to another
+    // configuration and must not load silently.
+    H5G_info_t gi;
+    if (rc == 0 && exact && H5Gget_info(g, &gi) < 0)
+        rc = errorf("%s: cannot list group /%s", path, group);
+    if (rc == 0 && exact && gi.nlinks != (hsize_t)t->n)
+        rc = errorf("%s: /%s holds %llu tensors, this model has %d (a checkpoint of another "
+                    "configuration?)", path, group, (unsigned long long)gi.nlinks, t->n);
     H5Fclose(f); // strong close: also closes g
     return rc;
+}
+
+int ckpt_read_group(const char *path, const ParamTable *t, const char *group,
+                    float *out) {
+    return read_group(path, t, group, out, 1);
 }
 
 int ckpt_has_group(const char *path, const char *group) {
@@ -491,7 +507,7 @@ int ckpt_check_declared_conv(const char *path, const char *key, int cout, int ci
     params_init(&t);
     params_add(&t, key, 4, (int[]){cout, cin, 3, 3}, 0);
     float *w = xmalloc(t.total * sizeof(float));
-    int rc = ckpt_read_group(path, &t, "model", w);
+    int rc = read_group(path, &t, "model", w, 0); // one tensor of many
     free(w);
     params_free(&t);
     if (rc) return -1;

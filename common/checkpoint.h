@@ -49,7 +49,8 @@ int ckpt_write(const char *path, const ParamTable *t, CkptBuffers bufs,
 int ckpt_read_attrs(const char *path, const char *expected_kind, Attrs *attrs);
 // Reads group `group` ("model", "optim/m", "optim/v", "ema") into `out`,
 // checking every key of `t` is present with the table's shape and a float
-// type. Missing group or key, wrong shape or dtype: -1 with a message.
+// type. Missing group or key, wrong shape or dtype, or tensors the table does
+// not have: -1 with a message.
 int ckpt_read_group(const char *path, const ParamTable *t, const char *group,
                     float *out);
 // 1 if the group exists in the file, 0 if not, -1 if the file is unreadable.

@@ -74,6 +74,15 @@ int unet_config_check(const UNetConfig *c, const char *what) {
     if (c->num_attn < 0 || c->num_attn > UNET_MAX_LEVELS)
         return errorf("%s: UNet takes 0 to %d attention resolutions", what, UNET_MAX_LEVELS);
     if (c->num_heads < 1) return errorf("%s: UNet needs at least one attention head", what);
+    for (int a = 0; a < c->num_attn; a++) {
+        int reached = 0;
+        for (int l = 0; l < c->num_levels; l++)
+            reached |= (c->latent_size >> l) == c->attn_resolutions[a];
+        if (!reached)
+            return errorf("%s: attention resolution %d is not a side the UNet reaches (%d halved "
+                          "up to %d times)", what, c->attn_resolutions[a], c->latent_size,
+                          c->num_levels - 1);
+    }
     for (int l = 0; l < c->num_levels; l++) {
         long ch = (long)c->base_channels * c->channel_mult[l];
         if (c->channel_mult[l] < 1 || ch > 65536)

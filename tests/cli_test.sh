@@ -79,6 +79,7 @@ expect_ok "encode with the 2-channel VAE" "$B/vae-encode" --vae "$T/b.h5" --data
 expect_fail "resume on a cache of another latent shape" "$T/latb.h5" "$B/ldm-train" --latents "$T/latb.h5" --out "$T/u.h5" --steps 3 --resume
 expect_fail "resume with a contradicting --schedule" "contradicts the checkpoint" "$B/ldm-train" --latents "$T/lat.h5" --out "$T/u.h5" --steps 3 --resume --schedule cosine
 expect_fail "unknown schedule" "cosinus" "$B/ldm-train" --latents "$T/lat.h5" --out "$T/u3.h5" --steps 1 --schedule cosinus
+expect_fail "attention at a side the UNet never reaches" "attention resolution 16" "$B/ldm-train" --latents "$T/lat.h5" --out "$T/u3.h5" --steps 1 --attn-res 16 $U
 expect_fail "--sample-every without --vae" "needs --vae" "$B/ldm-train" --latents "$T/lat.h5" --out "$T/u3.h5" --steps 1 --sample-every 1
 expect_ok "sample 4 images" "$B/ldm-sample" --unet "$T/u.h5" --vae "$T/a.h5" --n 4 --steps 3 --out "$T/s.png" --out-dir "$T/imgs" --threads 1
 [ "$(ls "$T/imgs" | wc -l)" -eq 4 ] && echo "PASS --out-dir holds the 4 images only" || { echo "FAIL --out-dir contents"; fails=$((fails + 1)); }

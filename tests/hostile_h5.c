@@ -438,6 +438,8 @@ static void vae_cases(void) {
     f = begin(good_vae), put_dset(f, "model/encoder.0.weight", H5T_NATIVE_FLOAT, 4,
                                   (hsize_t[]){(hsize_t)1 << 40, (hsize_t)1 << 40, 3, 3});
     expect(f, "/model/encoder.0.weight (2^40, 2^40, 3, 3)", L_VAE, -1);
+    f = begin(good_vae), put_dset(f, "model/encoder.99.weight", H5T_NATIVE_FLOAT, 1, (hsize_t[]){4});
+    expect(f, "an extra tensor /model/encoder.99.weight", L_VAE, -1);
     f = begin(good_vae), put_dset(f, "optim/m/decoder.8.bias", H5T_NATIVE_FLOAT, 1, (hsize_t[]){2});
     expect(f, "/optim/m/decoder.8.bias (2) instead of (1)", L_VAE_OPTIM, -1);
     f = begin(good_vae), unlink_obj(f, "optim");
@@ -472,6 +474,12 @@ static void unet_cases(void) {
     expect(f, "channel_mult of 9 levels", L_UNET, -1);
     f = begin(good_unet), put_str(f, "attn_resolutions", "99999999999999999999");
     expect(f, "attn_resolutions '99999999999999999999'", L_UNET, -1);
+    f = begin(good_unet), put_str(f, "attn_resolutions", "3");
+    expect(f, "attn_resolutions '3', a side the UNet never reaches", L_UNET, -1);
+    f = begin(good_unet), put_str(f, "attn_resolutions", "");
+    expect(f, "attn_resolutions '' on tensors with attention", L_UNET, -1);
+    f = begin(good_unet), put_dset(f, "ema/mid.attn2.q.weight", H5T_NATIVE_FLOAT, 1, (hsize_t[]){8});
+    expect(f, "an extra tensor /ema/mid.attn2.q.weight", L_UNET_EMA, -1);
     f = begin(good_unet), put_int(f, "channel_mult", 12);
     expect(f, "channel_mult an integer", L_UNET, -1);
     f = begin(good_unet), put_double(f, "num_res_blocks", 1.5);

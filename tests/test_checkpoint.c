@@ -335,6 +335,15 @@ int main(void) {
     rc = ckpt_read_group(good, &t2, "model", scratch2);
     capture_end();
     expect_error("tensor missing from the file", rc, "extra.weight", good);
+    // The other way round: the file holds a tensor this model does not have.
+    float *big = random_buffer(t2.total, 99);
+    path_in_dir(bad, "extra_tensor.h5");
+    CHECK(ckpt_write(bad, &t2, (CkptBuffers){big, NULL, NULL, NULL}, &attrs) == 0);
+    capture_begin();
+    rc = ckpt_read_group(bad, &t, "model", scratch);
+    capture_end();
+    expect_error("extra tensor in the file", rc, bad, "holds 9 tensors, this model has 8");
+    free(big);
     free(scratch2);
     params_free(&t2);
 
