@@ -186,7 +186,7 @@ def train_unet(mean, logvar, scale, args, g):
     hl = tot / hold
     log(f"unet: {step} steps in {train_s:.1f} s ({train_s / step * 1000:.0f} ms/step), "
         f"final loss {loss.item():.4f}, held-out loss {hl:.4f} ({hold} latents)")
-    return ema, sched, {"unet_steps": step, "unet_train_s": round(train_s, 2),
+    return model, ema, sched, {"unet_steps": step, "unet_train_s": round(train_s, 2),
                         "unet_loss": round(loss.item(), 5), "unet_heldout_loss": round(hl, 5)}
 
 
@@ -244,7 +244,7 @@ def main():
     info["scale_factor"] = scale
     log(f"encode: {x.shape[0]} images in {info['encode_s']:.1f} s, scale_factor {scale:.6f}")
 
-    unet, sched, r = train_unet(mean, logvar, scale, args, gens[2])
+    _, unet, sched, r = train_unet(mean, logvar, scale, args, gens[2])
     info.update(r)
     t0 = time.time()
     xs = sample(unet, sched, vae, scale, args.n, gens[3])
