@@ -24,6 +24,10 @@ init, the spec's zero-initialised convolutions):
    written as 8-bit grey PNGs 000000.png ... (pixel = round((x + 1) * 127.5),
    as ldm-sample --out-dir) and/or an .npz of the float images.
 
+PyTorch runs with glibc's heap trimming off (alloc.py): with it, the VAE
+step page-faults its activations in every step and runs about 1.6x slower
+on this machine. --glibc-malloc-defaults leaves it on.
+
 Budgets as in the C tools: --vae-steps / --unet-steps count optimizer steps,
 --vae-minutes / --unet-minutes stop after the first step that ends past the
 budget; the clock starts when training starts (data loading, init and the
@@ -47,6 +51,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import alloc  # noqa: E402
 import fmnist_classifier as fc  # noqa: E402
 from unet_mirror import PRED_EPS, Schedule, UNet, ddim_sample  # noqa: E402
 from vae_mirror import VAE  # noqa: E402
@@ -221,7 +226,11 @@ def main():
     ap.add_argument("--out-dir", default=None, help="folder for one PNG per sample")
     ap.add_argument("--out-npz", default=None, help=".npz of the samples in [-1, 1]")
     ap.add_argument("--summary", default=None, help="JSON file for steps, timings and losses")
+    ap.add_argument("--glibc-malloc-defaults", action="store_true",
+                    help="leave glibc's heap trimming on (slower: see alloc.py)")
     args = ap.parse_args()
+    malloc = "glibc defaults" if args.glibc_malloc_defaults else (
+        "keep freed memory" if alloc.keep_freed_memory() else "mallopt failed")
     if args.vae_steps is None and args.vae_minutes is None:
         ap.error("give --vae-steps and/or --vae-minutes")
     if args.unet_steps is None and args.unet_minutes is None:
@@ -234,7 +243,7 @@ def main():
     gens = [torch.Generator().manual_seed(args.seed * 1000 + k) for k in range(4)]
     x, _ = fc.load_fmnist32("train")
     info = {"impl": "torch", "seed": args.seed, "threads": args.threads,
-            "torch": torch.__version__}
+            "torch": torch.__version__, "malloc": malloc}
 
     vae, r = train_vae(x, args, gens[0])
     info.update(r)
