@@ -20,6 +20,9 @@ usage: $0 [options]
   --rows LIST     labels to run (default: all of them, see below)
   --build DIR     meson build folder holding tools/ldm-bench (default build)
   --out FILE      raw JSON lines (default bench-side-by-side.jsonl)
+  --torch-glibc-malloc
+                  run PyTorch with glibc's heap trimming on (by default it is
+                  off: see tests/reference/alloc.py)
 Rows: vae-train vae-encode unet-train ddim (the default models on 1x32x32),
 unet-train-b32 unet-train-b64 unet-train-b256 (UNet step batch scaling),
 vae-train-rgb64 unet-train-rgb64 (64x64 RGB images: 4x16x16 latents, UNet
@@ -28,6 +31,7 @@ USAGE
 }
 
 rounds=3 reps=5 warmup=1 threads="1 2" rows="" build=build out=bench-side-by-side.jsonl
+torch_malloc=""
 while [ $# -gt 0 ]; do
     case $1 in
     --rounds) rounds=$2; shift 2 ;;
@@ -37,6 +41,7 @@ while [ $# -gt 0 ]; do
     --rows) rows=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --torch-glibc-malloc) torch_malloc=--glibc-malloc-defaults; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown option $1" >&2; usage; exit 2 ;;
     esac
@@ -95,7 +100,7 @@ done
 
 : > "$out" || exit 1
 failed=0
-echo "bench: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs; OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset: OpenBLAS picks)}; rounds $rounds, reps $reps, warmup $warmup; raw lines in $out" >&2
+echo "bench: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs; OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset: OpenBLAS picks)}; rounds $rounds, reps $reps, warmup $warmup; PyTorch malloc: ${torch_malloc:-keep freed memory}; raw lines in $out" >&2
 for spec in "${selected[@]}"; do
     label=${spec%%|*}
     flags=${spec#*|}
@@ -108,7 +113,7 @@ for spec in "${selected[@]}"; do
                     line=$("$bench" $flags --threads "$t" --reps "$reps" --warmup "$warmup" 2>/dev/null)
                 else
                     # shellcheck disable=SC2086
-                    line=$("$PY" "$torch_bench" $flags --threads "$t" --reps "$reps" --warmup "$warmup" 2>/dev/null)
+                    line=$("$PY" "$torch_bench" $flags $torch_malloc --threads "$t" --reps "$reps" --warmup "$warmup" 2>/dev/null)
                 fi
                 rc=$?
                 if [ $rc -ne 0 ] || [ -z "$line" ]; then

@@ -12,6 +12,9 @@ init (the spec's zero-init convolutions included):
   sgemm       torch.mm of two 1024 x 1024 float32 matrices: torch's own GEMM
               peak at the same thread count
 Flags and the JSON lines on stdout are those of ldm-bench ("impl": "torch").
+glibc's heap trimming is off unless --glibc-malloc-defaults (alloc.py: with
+it, PyTorch page-faults its activations in every step and runs 1.4-1.6x
+slower on this machine); the JSON line says which ("malloc").
 
 FLOPs are counted here independently of the C code, with forward hooks on
 Conv2d (2 x output elements x C_in/groups x k x k), ConvTranspose2d
@@ -34,6 +37,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import alloc  # noqa: E402
 from unet_mirror import UNet, Attn, Schedule, diffusion_loss, ddim_sample  # noqa: E402
 from vae_mirror import VAE  # noqa: E402
 
@@ -234,6 +238,9 @@ def main():
                     help="UNet multipliers (default: 1 then 2 per halving down to 4x4)")
     ap.add_argument("--sgemm-reps", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--glibc-malloc-defaults", action="store_true",
+                    help="leave glibc's heap trimming on: PyTorch then page-faults its "
+                         "activations in every step (see alloc.py)")
     ap.add_argument("--check-flops", metavar="LDM_BENCH",
                     help="compare the FLOP counts with this ldm-bench binary's and exit")
     args = ap.parse_args()
@@ -243,6 +250,8 @@ def main():
         ap.error("--threads and --reps must be positive, --batch and --warmup non-negative")
     if args.channels not in (1, 3) or args.image_size < 4 or args.image_size % 4:
         ap.error("--channels must be 1 or 3, --image-size a multiple of 4")
+    args.malloc = "glibc defaults" if args.glibc_malloc_defaults else (
+        "keep freed memory" if alloc.keep_freed_memory() else "mallopt failed")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     base_rss = peak_rss_mb()
@@ -299,7 +308,8 @@ def main():
                           "img_per_s_max": round(mx, 4), "flops_per_img": flops,
                           "gflops": round(gflops, 3), "sgemm_peak_gflops": round(pk, 3),
                           "pct_peak": round(pct, 2), "reps": args.reps, "warmup": args.warmup,
-                          "peak_rss_mb": round(rss, 1), "base_rss_mb": round(base_rss, 1)}))
+                          "peak_rss_mb": round(rss, 1), "base_rss_mb": round(base_rss, 1),
+                          "malloc": args.malloc}))
     if args.row == "sgemm":
         rss = peak_rss_mb()
         print(f"sgemm      threads {args.threads}  n {SGEMM_N}: {pk:.1f} GFLOP/s (torch.mm; min "
