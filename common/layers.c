@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "phase_conv.h"
 #include "winograd.h"
 
 // ---------------------------------------------------------------------------
@@ -338,8 +339,20 @@ static int conv_is_wino(int C, int OC, int k, int s, int p) {
     return k == 3 && s == 1 && p == 1 && C >= WINO_MIN_CHANNELS && OC >= WINO_MIN_CHANNELS;
 }
 
+// 4x4 stride-2 pad-1 convs and transposed convs (the VAE's resampling) run
+// as 3x3 convs on 2x2 phases, through Winograd (phase_conv.h), when the
+// 3x3 conv they become has WINO_MIN_CHANNELS a side.
+static int conv_is_phase(int C, int OC, int H, int W, int k, int s, int p) {
+    return k == 4 && s == 2 && p == 1 && H % 2 == 0 && W % 2 == 0 &&
+           4 * C >= WINO_MIN_CHANNELS && OC >= WINO_MIN_CHANNELS;
+}
+static int convt_is_phase(int C, int OC, int k, int s, int p) {
+    return k == 4 && s == 2 && p == 1 && C >= WINO_MIN_CHANNELS && 4 * OC >= WINO_MIN_CHANNELS;
+}
+
 size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int k, int s, int p) {
     if (conv_is_wino(C, OC, k, s, p)) return winograd_scratch_floats(B, C, H, W, OC);
+    if (conv_is_phase(C, OC, H, W, k, s, p)) return phase_conv_scratch_floats(B, C, H, W, OC);
     if (conv_is_1x1(k, s, p)) // in and dout, channel-major (C + OC, B*H*W)
         return ((size_t)C + OC) * B * H * W;
     ConvPlan q = conv_plan(B, C, H, W, OC, k, s, p);
@@ -366,6 +379,10 @@ void conv2d_forward_prep(float *out, const float *in, const float *w, const floa
                          int p, float *scratch) {
     if (conv_is_wino(C, OC, k, s, p)) {
         winograd_conv_forward(out, in, w, prep, b, B, C, H, W, OC, scratch);
+        return;
+    }
+    if (conv_is_phase(C, OC, H, W, k, s, p)) {
+        phase_conv_forward(out, in, w, b, B, C, H, W, OC, scratch);
         return;
     }
     if (conv_is_1x1(k, s, p)) {
@@ -410,6 +427,11 @@ static void conv2d_backward_impl(float *din, float *dw, float *db, const float *
     if (conv_is_wino(C, OC, k, s, p)) {
         if (db) bias_backward(db, dout, B, OC, H * W);
         winograd_conv_backward(din, dw, dout, in, w, B, C, H, W, OC, scratch, acc);
+        return;
+    }
+    if (conv_is_phase(C, OC, H, W, k, s, p)) {
+        if (db) bias_backward(db, dout, B, OC, H * W / 4);
+        phase_conv_backward(din, dw, dout, in, w, B, C, H, W, OC, scratch, acc);
         return;
     }
     if (conv_is_1x1(k, s, p)) {
@@ -513,8 +535,7 @@ static int convt_out(int n, int k, int s, int p) { return (n - 1) * s - 2 * p + 
 
 size_t conv_transpose2d_scratch_floats(int B, int C, int H, int W, int OC, int k, int s,
                                        int p) {
-    (void)s;
-    (void)p;
+    if (convt_is_phase(C, OC, k, s, p)) return phase_convt_scratch_floats(B, C, H, W, OC);
     size_t N = (size_t)B * H * W;
     // cols (OC*k*k, N) + input permuted / input gradient permuted (C, N)
     return ((size_t)OC * k * k + C) * N;
@@ -523,6 +544,10 @@ size_t conv_transpose2d_scratch_floats(int B, int C, int H, int W, int OC, int k
 void conv_transpose2d_forward(float *out, const float *in, const float *w,
                               const float *b, int B, int C, int H, int W,
                               int OC, int k, int s, int p, float *scratch) {
+    if (convt_is_phase(C, OC, k, s, p)) {
+        phase_convt_forward(out, in, w, b, B, C, H, W, OC, scratch);
+        return;
+    }
     int OH = convt_out(H, k, s, p), OW = convt_out(W, k, s, p);
     size_t HW = (size_t)H * W, N = (size_t)B * HW, OHW = (size_t)OH * OW;
     int M = OC * k * k;
@@ -553,6 +578,10 @@ static void conv_transpose2d_backward_impl(float *din, float *dw, float *db,
     size_t HW = (size_t)H * W, N = (size_t)B * HW, OHW = (size_t)OH * OW;
     int M = OC * k * k;
     if (db) bias_backward(db, dout, B, OC, (int)OHW);
+    if (convt_is_phase(C, OC, k, s, p)) {
+        phase_convt_backward(din, dw, dout, in, w, B, C, H, W, OC, scratch, acc);
+        return;
+    }
     float *dcols = scratch;                // (OC*k*k, B*H*W)
     float *inp = scratch + (size_t)M * N;  // (C, B*H*W)
     im2col(dcols, dout, B, OC, OH, OW, k, s, p, H, W);

@@ -139,8 +139,13 @@ static void test_conv2d(int ci) {
                     d.p, scratch);
     check_scaled(grp, "dw (din NULL)", dw, dwr, nw, 1.0f);
     if (hb) check_scaled(grp, "db (din NULL)", db, dbr, nb, 1.0f);
+    // the '=' form overwrites whatever din held
+    for (size_t i = 0; i < nin; i++) din[i] = NAN;
+    conv2d_backward_set(din, dw, NULL, dout, in, w, d.B, d.C, d.H, d.W, d.OC, d.k, d.s, d.p,
+                        scratch);
+    check_scaled(grp, "din (set)", din, dinr, nin, 1.0f);
 
-    if (ci < 2 || ci == 3) {
+    if (ci < 2 || ci == 3 || ci == 7) {
         conv2d_fd(grp, "din", &d, in, nin, dinr, out, in, w, b, dout, nout, scratch);
         conv2d_fd(grp, "dw", &d, w, nw, dwr, out, in, w, b, dout, nout, scratch);
     }
@@ -176,6 +181,9 @@ static void test_convt2d(int ci) {
     conv_transpose2d_backward(NULL, dw, db, dout, in, w, B, C, H, W, OC, k, s, p, scratch);
     check_scaled(grp, "dw (din NULL)", dw, dwr, nw, 1.0f);
     check_scaled(grp, "db (din NULL)", db, dbr, nb, 1.0f);
+    for (size_t i = 0; i < nin; i++) din[i] = NAN;
+    conv_transpose2d_backward_set(din, dw, NULL, dout, in, w, B, C, H, W, OC, k, s, p, scratch);
+    check_scaled(grp, "din (set)", din, dinr, nin, 1.0f);
     free(in), free(w), free(b), free(dout), free(oref), free(dinr), free(dwr), free(dbr);
     free(scratch), free(out), free(din), free(dw), free(db);
 }

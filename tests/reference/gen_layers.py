@@ -98,6 +98,36 @@ def conv2d_wide_case(f, i):
     put(g, "din", x.grad), put(g, "dw", w.grad), put(g, "b", b), put(g, "db", b.grad)
 
 
+def phase_cases(f, conv_i, convt_i):
+    """A 4x4 stride-2 conv and transposed conv wide enough that the C code
+    runs them as 3x3 convs on 2x2 phases through Winograd (phase_conv.h):
+    4 C and OC >= 16 for the conv, C and 4 OC >= 16 for the transposed one.
+    Generated after everything else, so the cases before keep their values."""
+    B, C, H, W, OC, k, s, p = 2, 8, 8, 6, 20, 4, 2, 1
+    g = f.create_group(f"conv2d_{conv_i}")
+    cfg(g, B, C, H, W, OC, k, s, p, 1)
+    x = rnd(B, C, H, W)
+    w = rnd(OC, C, k, k, scale=0.1)
+    b = rnd(OC)
+    out = F.conv2d(x, w, b, stride=s, padding=p)
+    dout = rnd(*out.shape).detach()
+    backward(out, dout)
+    put(g, "in", x), put(g, "w", w), put(g, "dout", dout), put(g, "out", out)
+    put(g, "din", x.grad), put(g, "dw", w.grad), put(g, "b", b), put(g, "db", b.grad)
+    B, C, H, W, OC = 2, 16, 3, 5, 6
+    g = f.create_group(f"convt2d_{convt_i}")
+    cfg(g, B, C, H, W, OC, k, s, p)
+    x = rnd(B, C, H, W)
+    w = rnd(C, OC, k, k, scale=0.1)
+    b = rnd(OC)
+    out = F.conv_transpose2d(x, w, b, stride=s, padding=p)
+    dout = rnd(*out.shape).detach()
+    backward(out, dout)
+    for n, t in (("in", x), ("w", w), ("b", b), ("dout", dout), ("out", out),
+                 ("din", x.grad), ("dw", w.grad), ("db", b.grad)):
+        put(g, n, t)
+
+
 def convt_cases(f):
     cases = [  # B C H W OC k s p
         (2, 4, 4, 4, 3, 4, 2, 1),
@@ -266,6 +296,7 @@ def main():
         attention_cases(f)
         timestep_case(f)
         conv2d_wide_case(f, 6)
+        phase_cases(f, 7, 3)
     print(f"wrote {OUT} ({os.path.getsize(OUT)} bytes)")
 
 
