@@ -10,8 +10,10 @@
 
 // ---- conv2d: in (B, C, H, W), w (OC, C, k, k), b (OC) -> out (B, OC, OH, OW)
 // OH = (H + 2p - k) / s + 1. 3x3 stride-1 pad-1 convs with 16+ channels a
-// side run as Winograd F(4x4, 3x3) (winograd.h), 1x1 convs as plain GEMMs,
-// the rest as im2col + GEMM in chunks of images. b may be NULL (no bias).
+// side run as Winograd F(4x4, 3x3) (winograd.h), 4x4 stride-2 pad-1 ones
+// with 4C and OC >= 16 through it on 2x2 phases (phase_conv.h), 1x1 convs
+// as plain GEMMs, the rest as im2col + GEMM in chunks of images. b may be
+// NULL (no bias).
 size_t conv2d_scratch_floats(int B, int C, int H, int W, int OC, int k, int s, int p);
 void conv2d_forward(float *out, const float *in, const float *w, const float *b,
                     int B, int C, int H, int W, int OC, int k, int s, int p,
@@ -33,7 +35,8 @@ void conv2d_forward_prep(float *out, const float *in, const float *w, const floa
                          int p, float *scratch);
 
 // ---- conv_transpose2d: in (B, C, H, W), w (C, OC, k, k) (PyTorch layout),
-// b (OC) -> out (B, OC, OH, OW), OH = (H - 1) * s - 2p + k.
+// b (OC) -> out (B, OC, OH, OW), OH = (H - 1) * s - 2p + k. 4x4 stride-2
+// pad-1 ones with C and 4 OC >= 16 run through Winograd (phase_conv.h).
 size_t conv_transpose2d_scratch_floats(int B, int C, int H, int W, int OC, int k, int s, int p);
 void conv_transpose2d_forward(float *out, const float *in, const float *w,
                               const float *b, int B, int C, int H, int W,
