@@ -53,65 +53,32 @@ static void from_phases(float *dst, const float *src, const float *bias, int B, 
     }
 }
 
-// conv: w3 (OC, 4C, 3, 3) from w (OC, C, 4, 4)
-static void conv_weights(float *w3, const float *w, int OC, int C) {
+// The map between 4x4 weights w (A, Bn, 4, 4) and 3x3 phase weights w3:
+//   conv (A = OC, Bn = C):             w3 (OC, 4C, 3, 3), channel 4c + ph
+//   transposed (A = C, Bn = OC):       w3 (4 OC, C, 3, 3), channel 4o + ph
+// Forward: dst = w3 from src = w (zeros at the unused taps). Adjoint: dst = dw
+// += the used taps of src = dw3; each thread owns whole rows a of dw.
+static void weights_map(float *dst, const float *src, int A, int Bn, int transposed,
+                        int adjoint) {
 #pragma omp parallel for schedule(static)
-    for (int o = 0; o < OC; o++)
-        for (int c = 0; c < C; c++)
-            for (int ph = 0; ph < 4; ph++)
+    for (int a = 0; a < A; a++)
+        for (int b = 0; b < Bn; b++)
+            for (int ph = 0; ph < 4; ph++) {
+                size_t ch = transposed ? ((size_t)4 * b + ph) * A + a   // (4 OC, C)
+                                       : (size_t)a * 4 * Bn + 4 * b + ph; // (OC, 4C)
                 for (int jy = 0; jy < 3; jy++)
                     for (int jx = 0; jx < 3; jx++) {
-                        int ky = tap_conv(jy, ph >> 1), kx = tap_conv(jx, ph & 1);
-                        w3[(((size_t)o * 4 * C + 4 * c + ph) * 3 + jy) * 3 + jx] =
-                            ky < 0 || kx < 0 ? 0.0f
-                                             : w[(((size_t)o * C + c) * 4 + ky) * 4 + kx];
+                        int ky = transposed ? tap_convt(jy, ph >> 1) : tap_conv(jy, ph >> 1);
+                        int kx = transposed ? tap_convt(jx, ph & 1) : tap_conv(jx, ph & 1);
+                        int ok = ky >= 0 && kx >= 0;
+                        size_t i3 = (ch * 3 + jy) * 3 + jx;
+                        size_t i4 = ok ? (((size_t)a * Bn + b) * 4 + ky) * 4 + kx : 0;
+                        if (!adjoint)
+                            dst[i3] = ok ? src[i4] : 0.0f;
+                        else if (ok)
+                            dst[i4] += src[i3];
                     }
-}
-
-// conv: dw (OC, C, 4, 4) += its taps of dw3 (OC, 4C, 3, 3)
-static void conv_weights_adjoint(float *dw, const float *dw3, int OC, int C) {
-#pragma omp parallel for schedule(static)
-    for (int o = 0; o < OC; o++)
-        for (int c = 0; c < C; c++)
-            for (int ph = 0; ph < 4; ph++)
-                for (int jy = 0; jy < 3; jy++)
-                    for (int jx = 0; jx < 3; jx++) {
-                        int ky = tap_conv(jy, ph >> 1), kx = tap_conv(jx, ph & 1);
-                        if (ky >= 0 && kx >= 0)
-                            dw[(((size_t)o * C + c) * 4 + ky) * 4 + kx] +=
-                                dw3[(((size_t)o * 4 * C + 4 * c + ph) * 3 + jy) * 3 + jx];
-                    }
-}
-
-// transposed conv: w3 (4 OC, C, 3, 3) from w (C, OC, 4, 4)
-static void convt_weights(float *w3, const float *w, int C, int OC) {
-#pragma omp parallel for schedule(static)
-    for (int o = 0; o < OC; o++)
-        for (int ph = 0; ph < 4; ph++)
-            for (int c = 0; c < C; c++)
-                for (int jy = 0; jy < 3; jy++)
-                    for (int jx = 0; jx < 3; jx++) {
-                        int ky = tap_convt(jy, ph >> 1), kx = tap_convt(jx, ph & 1);
-                        w3[((((size_t)4 * o + ph) * C + c) * 3 + jy) * 3 + jx] =
-                            ky < 0 || kx < 0 ? 0.0f
-                                             : w[(((size_t)c * OC + o) * 4 + ky) * 4 + kx];
-                    }
-}
-
-// transposed conv: dw (C, OC, 4, 4) += its taps of dw3 (4 OC, C, 3, 3); the
-// loop runs over c so that each thread owns whole rows of dw
-static void convt_weights_adjoint(float *dw, const float *dw3, int C, int OC) {
-#pragma omp parallel for schedule(static)
-    for (int c = 0; c < C; c++)
-        for (int o = 0; o < OC; o++)
-            for (int ph = 0; ph < 4; ph++)
-                for (int jy = 0; jy < 3; jy++)
-                    for (int jx = 0; jx < 3; jx++) {
-                        int ky = tap_convt(jy, ph >> 1), kx = tap_convt(jx, ph & 1);
-                        if (ky >= 0 && kx >= 0)
-                            dw[(((size_t)c * OC + o) * 4 + ky) * 4 + kx] +=
-                                dw3[((((size_t)4 * o + ph) * C + c) * 3 + jy) * 3 + jx];
-                    }
+            }
 }
 
 // ---------------------------------------------------------------------------
@@ -128,7 +95,7 @@ void phase_conv_forward(float *out, const float *in, const float *w, const float
     size_t n = (size_t)B * C * H * W, nw = (size_t)OC * 4 * C * 9;
     float *x2 = scratch, *w3 = scratch + 2 * n, *wino = w3 + 2 * nw;
     to_phases(x2, in, B, C, H, W);
-    conv_weights(w3, w, OC, C);
+    weights_map(w3, w, OC, C, 0, 0);
     winograd_conv_forward(out, x2, w3, NULL, b, B, 4 * C, H / 2, W / 2, OC, wino);
 }
 
@@ -139,11 +106,11 @@ void phase_conv_backward(float *din, float *dw, const float *dout, const float *
     size_t n = (size_t)B * C * H * W, nw = (size_t)OC * 4 * C * 9;
     float *x2 = scratch, *dx2 = x2 + n, *w3 = dx2 + n, *dw3 = w3 + nw, *wino = dw3 + nw;
     to_phases(x2, in, B, C, H, W);
-    conv_weights(w3, w, OC, C);
+    weights_map(w3, w, OC, C, 0, 0);
     memset(dw3, 0, nw * sizeof(float));
     winograd_conv_backward(din ? dx2 : NULL, dw3, dout, x2, w3, B, 4 * C, H / 2, W / 2, OC,
                            wino, 0);
-    conv_weights_adjoint(dw, dw3, OC, C);
+    weights_map(dw, dw3, OC, C, 0, 1);
     if (din) from_phases(din, dx2, NULL, B, C, H, W, acc);
 }
 
@@ -159,7 +126,7 @@ void phase_convt_forward(float *out, const float *in, const float *w, const floa
                          int B, int C, int H, int W, int OC, float *scratch) {
     size_t n = (size_t)B * 4 * OC * H * W, nw = (size_t)4 * OC * C * 9;
     float *y3 = scratch, *w3 = y3 + n, *wino = w3 + 2 * nw;
-    convt_weights(w3, w, C, OC);
+    weights_map(w3, w, C, OC, 1, 0);
     winograd_conv_forward(y3, in, w3, NULL, NULL, B, C, H, W, 4 * OC, wino);
     from_phases(out, y3, b, B, OC, 2 * H, 2 * W, 0);
 }
@@ -170,8 +137,8 @@ void phase_convt_backward(float *din, float *dw, const float *dout, const float 
     size_t n = (size_t)B * 4 * OC * H * W, nw = (size_t)4 * OC * C * 9;
     float *dy3 = scratch, *w3 = dy3 + n, *dw3 = w3 + nw, *wino = dw3 + nw;
     to_phases(dy3, dout, B, OC, 2 * H, 2 * W);
-    convt_weights(w3, w, C, OC);
+    weights_map(w3, w, C, OC, 1, 0);
     memset(dw3, 0, nw * sizeof(float));
     winograd_conv_backward(din, dw3, dy3, in, w3, B, C, H, W, 4 * OC, wino, acc);
-    convt_weights_adjoint(dw, dw3, C, OC);
+    weights_map(dw, dw3, C, OC, 1, 1);
 }

@@ -57,6 +57,38 @@ def backward(out, dout):
     (out * dout).sum().backward()
 
 
+def conv2d_case(f, i, B, C, H, W, OC, k, s, p, hb, wscale):
+    """Group conv2d_{i}; draws x, w, [b], dout in that order."""
+    g = f.create_group(f"conv2d_{i}")
+    cfg(g, B, C, H, W, OC, k, s, p, hb)
+    x = rnd(B, C, H, W)
+    w = rnd(OC, C, k, k, scale=wscale)
+    b = rnd(OC) if hb else None
+    out = F.conv2d(x, w, b, stride=s, padding=p)
+    dout = rnd(*out.shape).detach()
+    backward(out, dout)
+    put(g, "in", x), put(g, "w", w), put(g, "dout", dout), put(g, "out", out)
+    put(g, "din", x.grad), put(g, "dw", w.grad)
+    if hb:
+        put(g, "b", b), put(g, "db", b.grad)
+
+
+def convt_case(f, i, B, C, H, W, OC, k, s, p, wscale):
+    """Group convt2d_{i}; draws x, w, b, dout in that order."""
+    g = f.create_group(f"convt2d_{i}")
+    cfg(g, B, C, H, W, OC, k, s, p)
+    x = rnd(B, C, H, W)
+    w = rnd(C, OC, k, k, scale=wscale)
+    b = rnd(OC)
+    out = F.conv_transpose2d(x, w, b, stride=s, padding=p)
+    assert out.shape[2] == (H - 1) * s - 2 * p + k
+    dout = rnd(*out.shape).detach()
+    backward(out, dout)
+    for n, t in (("in", x), ("w", w), ("b", b), ("dout", dout), ("out", out),
+                 ("din", x.grad), ("dw", w.grad), ("db", b.grad)):
+        put(g, n, t)
+
+
 def conv2d_cases(f):
     cases = [  # B C H W OC k s p bias
         (2, 3, 8, 8, 4, 3, 1, 1, 1),
@@ -66,36 +98,15 @@ def conv2d_cases(f):
         (3, 4, 5, 7, 3, 3, 1, 1, 0),
         (2, 3, 7, 5, 5, 4, 2, 1, 1),
     ]
-    for i, (B, C, H, W, OC, k, s, p, hb) in enumerate(cases):
-        g = f.create_group(f"conv2d_{i}")
-        cfg(g, B, C, H, W, OC, k, s, p, hb)
-        x = rnd(B, C, H, W)
-        w = rnd(OC, C, k, k, scale=0.3)
-        b = rnd(OC) if hb else None
-        out = F.conv2d(x, w, b, stride=s, padding=p)
-        dout = rnd(*out.shape).detach()
-        backward(out, dout)
-        put(g, "in", x), put(g, "w", w), put(g, "dout", dout), put(g, "out", out)
-        put(g, "din", x.grad), put(g, "dw", w.grad)
-        if hb:
-            put(g, "b", b), put(g, "db", b.grad)
+    for i, c in enumerate(cases):
+        conv2d_case(f, i, *c, wscale=0.3)
 
 
 def conv2d_wide_case(f, i):
     """A 3x3 stride-1 conv with 16 channels a side, which the C code runs
-    through Winograd F(2x2, 3x3) (the other cases are too narrow for it).
+    through Winograd F(4x4, 3x3) (the other cases are too narrow for it).
     Generated last, so the cases before it keep their values."""
-    B, C, H, W, OC, k, s, p = 3, 16, 6, 5, 20, 3, 1, 1
-    g = f.create_group(f"conv2d_{i}")
-    cfg(g, B, C, H, W, OC, k, s, p, 1)
-    x = rnd(B, C, H, W)
-    w = rnd(OC, C, k, k, scale=0.1)
-    b = rnd(OC)
-    out = F.conv2d(x, w, b, stride=s, padding=p)
-    dout = rnd(*out.shape).detach()
-    backward(out, dout)
-    put(g, "in", x), put(g, "w", w), put(g, "dout", dout), put(g, "out", out)
-    put(g, "din", x.grad), put(g, "dw", w.grad), put(g, "b", b), put(g, "db", b.grad)
+    conv2d_case(f, i, 3, 16, 6, 5, 20, 3, 1, 1, 1, wscale=0.1)
 
 
 def phase_cases(f, conv_i, convt_i):
@@ -103,29 +114,8 @@ def phase_cases(f, conv_i, convt_i):
     runs them as 3x3 convs on 2x2 phases through Winograd (phase_conv.h):
     4 C and OC >= 16 for the conv, C and 4 OC >= 16 for the transposed one.
     Generated after everything else, so the cases before keep their values."""
-    B, C, H, W, OC, k, s, p = 2, 8, 8, 6, 20, 4, 2, 1
-    g = f.create_group(f"conv2d_{conv_i}")
-    cfg(g, B, C, H, W, OC, k, s, p, 1)
-    x = rnd(B, C, H, W)
-    w = rnd(OC, C, k, k, scale=0.1)
-    b = rnd(OC)
-    out = F.conv2d(x, w, b, stride=s, padding=p)
-    dout = rnd(*out.shape).detach()
-    backward(out, dout)
-    put(g, "in", x), put(g, "w", w), put(g, "dout", dout), put(g, "out", out)
-    put(g, "din", x.grad), put(g, "dw", w.grad), put(g, "b", b), put(g, "db", b.grad)
-    B, C, H, W, OC = 2, 16, 3, 5, 6
-    g = f.create_group(f"convt2d_{convt_i}")
-    cfg(g, B, C, H, W, OC, k, s, p)
-    x = rnd(B, C, H, W)
-    w = rnd(C, OC, k, k, scale=0.1)
-    b = rnd(OC)
-    out = F.conv_transpose2d(x, w, b, stride=s, padding=p)
-    dout = rnd(*out.shape).detach()
-    backward(out, dout)
-    for n, t in (("in", x), ("w", w), ("b", b), ("dout", dout), ("out", out),
-                 ("din", x.grad), ("dw", w.grad), ("db", b.grad)):
-        put(g, n, t)
+    conv2d_case(f, conv_i, 2, 8, 8, 6, 20, 4, 2, 1, 1, wscale=0.1)
+    convt_case(f, convt_i, 2, 16, 3, 5, 6, 4, 2, 1, wscale=0.1)
 
 
 def convt_cases(f):
@@ -134,19 +124,8 @@ def convt_cases(f):
         (2, 3, 5, 7, 4, 3, 2, 1),
         (3, 3, 5, 5, 2, 3, 1, 1),
     ]
-    for i, (B, C, H, W, OC, k, s, p) in enumerate(cases):
-        g = f.create_group(f"convt2d_{i}")
-        cfg(g, B, C, H, W, OC, k, s, p)
-        x = rnd(B, C, H, W)
-        w = rnd(C, OC, k, k, scale=0.3)
-        b = rnd(OC)
-        out = F.conv_transpose2d(x, w, b, stride=s, padding=p)
-        assert out.shape[2] == (H - 1) * s - 2 * p + k
-        dout = rnd(*out.shape).detach()
-        backward(out, dout)
-        for n, t in (("in", x), ("w", w), ("b", b), ("dout", dout), ("out", out),
-                     ("din", x.grad), ("dw", w.grad), ("db", b.grad)):
-            put(g, n, t)
+    for i, c in enumerate(cases):
+        convt_case(f, i, *c, wscale=0.3)
 
 
 def linear_case(f):
