@@ -20,6 +20,11 @@ usage: $0 [options]
   --rows LIST     labels to run (default: all of them, see below)
   --build DIR     meson build folder holding tools/ldm-bench (default build)
   --out FILE      raw JSON lines (default bench-side-by-side.jsonl)
+  --isa MODE      instruction set of the GEMMs and convolutions on both sides:
+                  env (default: as the environment sets OPENBLAS_CORETYPE and
+                  ONEDNN_MAX_CPU_ISA), avx2 (OpenBLAS Haswell kernels for C and
+                  PyTorch, oneDNN limited to AVX2) or avx512 (OpenBLAS SkylakeX
+                  kernels, oneDNN up to AVX-512); avx512 needs a CPU with it
   --torch-glibc-malloc
                   run PyTorch with glibc's heap trimming on (by default it is
                   off: see tests/reference/alloc.py)
@@ -31,7 +36,7 @@ USAGE
 }
 
 rounds=3 reps=5 warmup=1 threads="1 2" rows="" build=build out=bench-side-by-side.jsonl
-torch_malloc=""
+torch_malloc="" isa=env
 while [ $# -gt 0 ]; do
     case $1 in
     --rounds) rounds=$2; shift 2 ;;
@@ -41,6 +46,7 @@ while [ $# -gt 0 ]; do
     --rows) rows=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --isa) isa=$2; shift 2 ;;
     --torch-glibc-malloc) torch_malloc=--glibc-malloc-defaults; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "error: unknown option $1" >&2; usage; exit 2 ;;
@@ -53,6 +59,22 @@ case $warmup in ''|*[!0-9]*) echo "error: --warmup must be a non-negative intege
 for t in $threads; do
     case $t in ''|*[!0-9]*|0) echo "error: --threads takes positive integers" >&2; exit 2 ;; esac
 done
+
+# Both sides pick their kernels from the CPU unless told: OpenBLAS (C's GEMMs
+# and PyTorch's matmuls) reads OPENBLAS_CORETYPE, oneDNN (PyTorch's
+# convolutions) ONEDNN_MAX_CPU_ISA. Pinning both to one ISA compares code, not
+# vector width.
+case $isa in
+env) ;;
+avx2) export OPENBLAS_CORETYPE=Haswell ONEDNN_MAX_CPU_ISA=AVX2 ;;
+avx512)
+    if ! grep -qw avx512f /proc/cpuinfo; then
+        echo "error: --isa avx512: this CPU has no AVX-512" >&2
+        exit 2
+    fi
+    export OPENBLAS_CORETYPE=SkylakeX ONEDNN_MAX_CPU_ISA=AVX512_CORE ;;
+*) echo "error: --isa takes env, avx2 or avx512" >&2; usage; exit 2 ;;
+esac
 
 bench=${LDM_BENCH:-$build/tools/ldm-bench}
 [ -x "$bench" ] || bench=$root/$build/tools/ldm-bench
@@ -100,7 +122,7 @@ done
 
 : > "$out" || exit 1
 failed=0
-echo "bench: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs; OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset: OpenBLAS picks)}; rounds $rounds, reps $reps, warmup $warmup; PyTorch malloc: ${torch_malloc:-keep freed memory}; raw lines in $out" >&2
+echo "bench: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs; OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-(unset: OpenBLAS picks)}, ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA:-(unset: oneDNN picks)}; rounds $rounds, reps $reps, warmup $warmup; PyTorch malloc: ${torch_malloc:-keep freed memory}; raw lines in $out" >&2
 for spec in "${selected[@]}"; do
     label=${spec%%|*}
     flags=${spec#*|}
@@ -121,7 +143,7 @@ for spec in "${selected[@]}"; do
                     failed=$((failed + 1))
                     continue
                 fi
-                echo "$line" | sed "s/^{/{\"label\": \"$label\", \"round\": $r, /" >> "$out"
+                echo "$line" | sed "s/^{/{\"label\": \"$label\", \"round\": $r, \"isa\": \"$isa\", /" >> "$out"
             done
         done
     done
