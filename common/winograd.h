@@ -1,10 +1,10 @@
 // winograd.h: 3x3, stride-1, padding-1 convolutions by Winograd's minimal
-// filtering F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional
-// Neural Networks", 2015): each 2x2 output tile is computed from a 4x4 input
-// tile with 16 multiplications per (input, output) channel pair instead of 36,
-// as 16 GEMMs (one per point of the transformed 4x4 tile) over the batch.
+// filtering F(4x4, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional
+// Neural Networks", 2015): each 4x4 output tile is computed from a 6x6 input
+// tile with 36 multiplications per (input, output) channel pair instead of
+// 144, as 36 GEMMs (one per point of the transformed 6x6 tile) over the batch.
 // The backward runs the adjoint of every step, so the input gradient and the
-// weight gradient get the same 2.25x fewer multiplications.
+// weight gradient get the same 4x fewer multiplications.
 // Used by conv2d_forward/backward (layers.h) for k = 3, s = 1, p = 1; same
 // conventions: in (B, C, H, W), w (OC, C, 3, 3), b (OC) -> out (B, OC, H, W).
 // Results do not depend on the thread count: every output element comes from
