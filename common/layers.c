@@ -120,16 +120,36 @@ static void cn_to_nchw(float *dst, const float *src, const float *bias, int B, i
     }
 }
 
+// Sums run in double over SUM_LANES interleaved partial sums, added in a
+// fixed order at the end: the compiler vectorises them (one long chain of
+// dependent double additions does not), and the order never depends on the
+// thread count.
+#define SUM_LANES 8
+
+static double sum_lanes(const double *acc, double tail) {
+    double s = 0.0;
+    for (int l = 0; l < SUM_LANES; l++) s += acc[l];
+    return s + tail;
+}
+
+// acc[l] += x[i] for i = l mod SUM_LANES (n a multiple of SUM_LANES); returns
+// the tail's sum otherwise
+static double add_lanes(double *acc, const float *x, size_t n) {
+    size_t i = 0, nl = n - n % SUM_LANES;
+    for (; i < nl; i += SUM_LANES)
+        for (int l = 0; l < SUM_LANES; l++) acc[l] += x[i + l];
+    double tail = 0.0;
+    for (; i < n; i++) tail += x[i];
+    return tail;
+}
+
 // db (C) += sum over b, hw of dout (B, C, HW), in double, fixed order.
 static void bias_backward(float *db, const float *dout, int B, int C, int HW) {
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++) {
-        double acc = 0.0;
-        for (int b = 0; b < B; b++) {
-            const float *d = dout + ((size_t)b * C + c) * HW;
-            for (int i = 0; i < HW; i++) acc += d[i];
-        }
-        db[c] += (float)acc;
+        double acc[SUM_LANES] = {0}, tail = 0.0;
+        for (int b = 0; b < B; b++) tail += add_lanes(acc, dout + ((size_t)b * C + c) * HW, HW);
+        db[c] += (float)sum_lanes(acc, tail);
     }
 }
 
@@ -710,30 +730,15 @@ void silu_backward_set(float *din, const float *dout, const float *in, size_t n)
 // ---------------------------------------------------------------------------
 // GroupNorm
 
-// Sums run in double over SUM_LANES interleaved partial sums, added in a
-// fixed order at the end: the compiler vectorises them (one long chain of
-// dependent double additions does not), and the order never depends on the
-// thread count.
-#define SUM_LANES 8
-
-static double sum_lanes(const double *acc, double tail) {
-    double s = 0.0;
-    for (int l = 0; l < SUM_LANES; l++) s += acc[l];
-    return s + tail;
-}
-
 // mean and 1 / sqrt(var + 1e-5) of x (n), two passes: the variance from
 // centred values does not cancel
 static void group_stats(double *mu, double *rs, const float *x, size_t n) {
-    double acc[SUM_LANES] = {0}, tail = 0.0;
+    double acc[SUM_LANES] = {0};
+    double m = sum_lanes(acc, add_lanes(acc, x, n)) / (double)n;
+    for (int l = 0; l < SUM_LANES; l++) acc[l] = 0.0;
+    double tail = 0.0;
     size_t i = 0, nl = n - n % SUM_LANES;
     for (; i < nl; i += SUM_LANES)
-        for (int l = 0; l < SUM_LANES; l++) acc[l] += x[i + l];
-    for (; i < n; i++) tail += x[i];
-    double m = sum_lanes(acc, tail) / (double)n;
-    for (int l = 0; l < SUM_LANES; l++) acc[l] = 0.0;
-    tail = 0.0;
-    for (i = 0; i < nl; i += SUM_LANES)
         for (int l = 0; l < SUM_LANES; l++) {
             double d = x[i + l] - m;
             acc[l] += d * d;
@@ -1038,10 +1043,9 @@ void add_channel_bias_forward(float *x, const float *v, int B, int C, int HW) {
 void add_channel_bias_backward(float *dv, const float *dx, int B, int C, int HW) {
 #pragma omp parallel for schedule(static)
     for (int pl = 0; pl < B * C; pl++) {
-        const float *r = dx + (size_t)pl * HW;
-        double acc = 0.0;
-        for (int i = 0; i < HW; i++) acc += r[i];
-        dv[pl] += (float)acc;
+        double acc[SUM_LANES] = {0};
+        double tail = add_lanes(acc, dx + (size_t)pl * HW, HW);
+        dv[pl] += (float)sum_lanes(acc, tail);
     }
 }
 
