@@ -378,6 +378,13 @@ int main(int argc, char **argv) {
                         "JSON lines on stdout, one readable line per row on stderr; peak RSS "
                         "is the process's, so run one row per process to attribute it");
     if (rc) return rc > 0 ? 0 : 2;
+    // A pinned narrower kernel set halves the GEMM peak here (Haswell: about
+    // 195 GFLOP/s at 2 threads, SkylakeX 365, on the EPYC of docs/BENCHMARKS.md)
+    const char *core = getenv("OPENBLAS_CORETYPE"), *name = openblas_get_corename();
+    if (core && __builtin_cpu_supports("avx512f") && !strstr(name, "Skylake") &&
+        !strstr(name, "Cooperlake") && !strstr(name, "Sapphire"))
+        fprintf(stderr, "note: OPENBLAS_CORETYPE=%s pins OpenBLAS to its %s kernels; this CPU "
+                "has AVX-512 (unset OPENBLAS_CORETYPE to use them)\n", core, name);
     const char *rows[] = {"vae-train", "vae-encode", "unet-train", "ddim"};
     int nrows = 4, want[4] = {0}, only_sgemm = 0, only_flops = 0;
     if (!strcmp(f.row, "all")) {
