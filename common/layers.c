@@ -132,8 +132,8 @@ static double sum_lanes(const double *acc, double tail) {
     return s + tail;
 }
 
-// acc[l] += x[i] for i = l mod SUM_LANES (n a multiple of SUM_LANES); returns
-// the tail's sum otherwise
+// Adds x[i] into lane i mod SUM_LANES for the first n - n % SUM_LANES
+// values; returns the sum of the rest
 static double add_lanes(double *acc, const float *x, size_t n) {
     size_t i = 0, nl = n - n % SUM_LANES;
     for (; i < nl; i += SUM_LANES)
