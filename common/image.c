@@ -13,6 +13,13 @@
 uint8_t *image_load(const char *path, int channels, int *w, int *h, const char **why) {
     CHECK(channels == 1 || channels == 3);
     int in_ch = 0;
+    // stb allocates what the header claims before it reads a pixel, so a
+    // 70-byte BMP naming 65391 x 10018 pixels cost 2 GB: read the header
+    // first and refuse sizes no dataset image has.
+    if (stbi_info(path, w, h, &in_ch) && (int64_t)*w * *h > IMAGE_MAX_PIXELS) {
+        if (why) *why = "larger than the 2^26 pixels (8192 x 8192) an image may have";
+        return NULL;
+    }
     // req_comp makes stb do the grey <-> RGB (and alpha dropping) conversion.
     uint8_t *p = stbi_load(path, w, h, &in_ch, channels);
     if (!p) {

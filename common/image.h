@@ -2,6 +2,8 @@
 #pragma once
 #include <stdint.h>
 
+// The largest image image_load decodes, in pixels (8192 x 8192).
+#define IMAGE_MAX_PIXELS ((int64_t)1 << 26)
 // Decodes a PNG/JPEG/BMP file into 8-bit pixels, HWC interleaved, with
 // `channels` channels (1 grey or 3 RGB; stb converts). Returns NULL and
 // sets *why to a short reason on failure. Free with image_free().
