@@ -1,5 +1,7 @@
 #include "common.h"
 
+#include <sys/mman.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <omp.h>
@@ -29,10 +31,13 @@ void *xcalloc_(size_t n, size_t size, const char *file, int line) {
 
 void *xmalloc_aligned_(size_t n, const char *file, int line) {
     void *p = NULL;
-    if (posix_memalign(&p, 64, n ? (n + 63) / 64 * 64 : 64) != 0) {
+    size_t huge = (size_t)2 << 20, align = n >= huge ? huge : 64;
+    size_t size = n ? (n + align - 1) / align * align : 64;
+    if (posix_memalign(&p, align, size) != 0) {
         fprintf(stderr, "%s:%d: out of memory (%zu bytes)\n", file, line, n);
         abort();
     }
+    if (align == huge) madvise(p, size, MADV_HUGEPAGE);
     return p;
 }
 

@@ -1004,6 +1004,7 @@ void upsample2x_backward(float *din, const float *dout, int B, int C, int H, int
 void concat_channels_forward(float *out, const float *a, const float *b,
                              int B, int Ca, int Cb, int HW) {
     size_t na = (size_t)Ca * HW, nb = (size_t)Cb * HW;
+#pragma omp parallel for schedule(static)
     for (int bi = 0; bi < B; bi++) {
         float *o = out + (size_t)bi * (na + nb);
         memcpy(o, a + (size_t)bi * na, na * sizeof(float));
