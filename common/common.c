@@ -1,12 +1,11 @@
 #include "common.h"
 
-#include <sys/mman.h>
-
 #include <errno.h>
 #include <fcntl.h>
 #include <omp.h>
 #include <stdarg.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 

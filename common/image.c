@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <stb_image.h>
@@ -12,16 +13,25 @@
 
 uint8_t *image_load(const char *path, int channels, int *w, int *h, const char **why) {
     CHECK(channels == 1 || channels == 3);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (why) *why = strerror(errno);
+        return NULL;
+    }
+    // stb allocates what the header claims before it reads a pixel (a 70-byte
+    // BMP naming 65391 x 9986 pixels cost 2 GB), so read the header first.
     int in_ch = 0;
-    // stb allocates what the header claims before it reads a pixel, so a
-    // 70-byte BMP naming 65391 x 10018 pixels cost 2 GB: read the header
-    // first and refuse sizes no dataset image has.
-    if (stbi_info(path, w, h, &in_ch) && (int64_t)*w * *h > IMAGE_MAX_PIXELS) {
-        if (why) *why = "larger than the 2^26 pixels (8192 x 8192) an image may have";
+    if (stbi_info_from_file(f, w, h, &in_ch) && (int64_t)*w * *h > IMAGE_MAX_PIXELS) {
+        static _Thread_local char msg[96];
+        snprintf(msg, sizeof msg, "%d x %d pixels, more than the %lld an image may have",
+                 *w, *h, (long long)IMAGE_MAX_PIXELS);
+        if (why) *why = msg;
+        fclose(f);
         return NULL;
     }
     // req_comp makes stb do the grey <-> RGB (and alpha dropping) conversion.
-    uint8_t *p = stbi_load(path, w, h, &in_ch, channels);
+    uint8_t *p = stbi_load_from_file(f, w, h, &in_ch, channels);
+    fclose(f);
     if (!p) {
         const char *r = stbi_failure_reason();
         if (why) *why = r ? r : "unknown decoding failure";
