@@ -30,6 +30,10 @@ void *xcalloc_(size_t n, size_t size, const char *file, int line) {
 
 void *xmalloc_aligned_(size_t n, const char *file, int line) {
     void *p = NULL;
+    // Activations, gradients and scratch of 2 MB and more go on transparent
+    // huge pages, which this kind of kernel (THP "madvise") grants only on
+    // request: fewer TLB misses, +1-2% a step (docs/BENCHMARKS.md). The
+    // request is advice; without it the buffer works the same.
     size_t huge = (size_t)2 << 20, align = n >= huge ? huge : 64;
     size_t size = n ? (n + align - 1) / align * align : 64;
     if (posix_memalign(&p, align, size) != 0) {

@@ -331,15 +331,16 @@ static void test_image_io(void) {
     check_true("no temporary file left by png_write", !has_tmp_files(tmpdir));
     check_true("png_write into a missing folder -> -1",
                png_write(tpath("nope/x.png"), hwc, 2, 2, 3) == -1);
-    // A 70-byte BMP whose header claims 65391 x 9986 pixels (a fuzzer
-    // found stb allocating 2 GB for it): refused before decoding.
+    // A BMP header claiming 65391 x 9986 pixels (a fuzzer found stb
+    // allocating 2 GB for such a 70-byte file): refused before decoding.
     static const uint8_t huge_bmp[] = {
         'B', 'M', 0x46, 0, 0, 0, 0, 0, 0, 0, 0x36, 0, 0, 0, 0x28, 0, 0, 0,
         0x6f, 0xff, 0, 0, 0x02, 0x27, 0, 0, 1, 0, 24, 0, 0, 0, 0, 0, 0x10, 0, 0, 0};
     write_file(tpath("huge.bmp"), huge_bmp, sizeof huge_bmp);
     why = NULL;
     g = image_load(tpath("huge.bmp"), 3, &w, &h, &why);
-    check_true("image_load refuses a header claiming 653 Mpx", !g && why && strstr(why, "65391 x 9986 pixels"));
+    check_true("image_load refuses a header claiming 653 Mpx",
+               !g && why && strstr(why, "65391 x 9986 pixels"));
     if (g) image_free(g);
     g = image_load(tpath("nope/x.png"), 3, &w, &h, &why);
     check_true("image_load of a missing file -> NULL with a reason", !g && why != NULL);
