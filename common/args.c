@@ -1,6 +1,7 @@
 #include "args.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,10 +22,27 @@ static void print_help(const char *prog, const Opt *opts, int n, const char *usa
                 snprintf(def, sizeof def, " (default %s)", *(const char **)o->ptr);
             break;
         case OPT_FLAG: break;
+        case OPT_SIZE: {
+            char v[32];
+            args_format_size(v, sizeof v, *(size_t *)o->ptr);
+            snprintf(def, sizeof def, " (default %s)", v);
+            break;
         }
+        }
+        if (strstr(o->help, "(default")) def[0] = '\0'; // the help says it better
         fprintf(stderr, "  %-16s %s%s\n", o->name, o->help, def);
     }
     fprintf(stderr, "  %-16s %s\n", "--help", "show this help and exit");
+}
+
+int args_check_range(const Opt *o, double v, const char *where) {
+    if (o->type == OPT_FLOAT && !isfinite(v))
+        return errorf("%s: %s must be a finite number, got %g", where, o->name, v);
+    if ((o->lo != 0 || o->hi != 0) && v < o->lo)
+        return errorf("%s: %s must be at least %.15g, got %.15g", where, o->name, o->lo, v);
+    if ((o->lo != 0 || o->hi != 0) && v > o->hi)
+        return errorf("%s: %s must be at most %.15g, got %.15g", where, o->name, o->hi, v);
+    return 0;
 }
 
 int args_parse(int argc, char **argv, Opt *opts, int n, const char *usage) {
@@ -53,6 +71,7 @@ int args_parse(int argc, char **argv, Opt *opts, int n, const char *usage) {
             long x = strtol(v, &end, 10);
             if (errno || *end || end == v || x < -2147483647L || x > 2147483647L)
                 return errorf("%s: %s expects an integer, got '%s'", prog, a, v);
+            if (args_check_range(o, (double)x, prog)) return -1;
             *(int *)o->ptr = (int)x;
             break;
         }
@@ -60,6 +79,7 @@ int args_parse(int argc, char **argv, Opt *opts, int n, const char *usage) {
             long x = strtol(v, &end, 10);
             if (errno || *end || end == v)
                 return errorf("%s: %s expects an integer, got '%s'", prog, a, v);
+            if (args_check_range(o, (double)x, prog)) return -1;
             *(long *)o->ptr = x;
             break;
         }
@@ -67,14 +87,64 @@ int args_parse(int argc, char **argv, Opt *opts, int n, const char *usage) {
             double x = strtod(v, &end);
             if (errno || *end || end == v)
                 return errorf("%s: %s expects a number, got '%s'", prog, a, v);
+            if (args_check_range(o, x, prog)) return -1;
             *(double *)o->ptr = x;
             break;
         }
         case OPT_STR: *(const char **)o->ptr = v; break;
         case OPT_FLAG: break;
+        case OPT_SIZE: {
+            size_t x;
+            if (args_parse_size(v, &x) != 0)
+                return errorf("%s: %s expects a size in bytes such as 512M, 4G or 1500000000 "
+                              "(K, M, G: powers of 1024), got '%s'", prog, a, v);
+            if (args_check_range(o, (double)x, prog)) return -1;
+            *(size_t *)o->ptr = x;
+            break;
+        }
         }
     }
     return 0;
+}
+
+int args_parse_size(const char *v, size_t *out) {
+    // Digits, an optional fraction and suffix, nothing else: strtoull and
+    // strtod alone would also take "-1", " 1", "inf", "1e9" and hex.
+    const char *p = v;
+    while (*p >= '0' && *p <= '9') p++;
+    const char *dot = p;
+    if (*p == '.')
+        for (p++; *p >= '0' && *p <= '9'; p++) {}
+    if (p == v || (dot == v && p == dot + 1)) return -1; // no digit at all
+    size_t unit = 1;
+    switch (*p) {
+    case 'k': case 'K': unit = (size_t)1 << 10; p++; break;
+    case 'm': case 'M': unit = (size_t)1 << 20; p++; break;
+    case 'g': case 'G': unit = (size_t)1 << 30; p++; break;
+    }
+    if (*p) return -1;
+    errno = 0;
+    unsigned long long whole = dot == v ? 0 : strtoull(v, NULL, 10);
+    size_t bytes;
+    if (errno || mul_size((size_t)whole, unit, &bytes) != 0) return -1;
+    size_t frac = *dot == '.' ? (size_t)(strtod(dot, NULL) * (double)unit) : 0;
+    if (bytes > SIZE_MAX - frac) return -1;
+    *out = bytes + frac;
+    return 0;
+}
+
+void args_format_size(char *out, size_t cap, size_t bytes) {
+    static const char units[] = "KMG";
+    int u = -1; // the largest unit bytes reaches
+    for (int k = 0; k < 3; k++)
+        if (bytes >= (size_t)1 << (10 * (k + 1))) u = k;
+    if (u < 0) {
+        snprintf(out, cap, "%zu", bytes);
+        return;
+    }
+    size_t unit = (size_t)1 << (10 * (u + 1));
+    if (bytes % unit == 0) snprintf(out, cap, "%zu%c", bytes / unit, units[u]);
+    else snprintf(out, cap, "%.1f%c", (double)bytes / (double)unit, units[u]);
 }
 
 int args_given(const Opt *opts, int n, const char *name) {

@@ -22,90 +22,6 @@
 
 #include "common.h"
 
-void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
-
-// ---------------------------------------------------------------- attributes
-
-// The slot for `key` (existing or new), reset to `type`.
-static Attr *attrs_slot(Attrs *a, const char *key, AttrType type) {
-    CHECK(strlen(key) < ATTR_KEY_MAX);
-    Attr *x = (Attr *)attrs_find(a, key);
-    if (!x) {
-        CHECK(a->n < ATTRS_MAX);
-        x = &a->a[a->n++];
-        strcpy(x->key, key);
-    }
-    x->type = type;
-    x->i = 0;
-    x->d = 0.0;
-    x->s[0] = '\0';
-    return x;
-}
-
-void attrs_set_int(Attrs *a, const char *key, int64_t v) {
-    attrs_slot(a, key, ATTR_INT)->i = v;
-}
-
-void attrs_set_double(Attrs *a, const char *key, double v) {
-    attrs_slot(a, key, ATTR_DOUBLE)->d = v;
-}
-
-void attrs_set_str(Attrs *a, const char *key, const char *v) {
-    Attr *x = attrs_slot(a, key, ATTR_STR);
-    // Values can come from the user (e.g. a data path), so an over-long one
-    // is truncated with a warning rather than treated as a bug.
-    if (strlen(v) >= ATTR_STR_MAX)
-        warnf("attribute '%s' truncated to %d characters", key, ATTR_STR_MAX - 1);
-    snprintf(x->s, sizeof x->s, "%s", v);
-}
-
-const Attr *attrs_find(const Attrs *a, const char *key) {
-    for (int i = 0; i < a->n; i++)
-        if (strcmp(a->a[i].key, key) == 0) return &a->a[i];
-    return NULL;
-}
-
-static const Attr *attrs_need(const Attrs *a, const char *path, const char *key) {
-    const Attr *x = attrs_find(a, key);
-    if (!x) errorf("%s: missing attribute '%s'", path, key);
-    return x;
-}
-
-int attrs_get_int(const Attrs *a, const char *path, const char *key, int64_t *v) {
-    const Attr *x = attrs_need(a, path, key);
-    if (!x) return -1;
-    if (x->type != ATTR_INT)
-        return errorf("%s: attribute '%s' is not an integer", path, key);
-    *v = x->i;
-    return 0;
-}
-
-int attrs_get_double(const Attrs *a, const char *path, const char *key, double *v) {
-    const Attr *x = attrs_need(a, path, key);
-    if (!x) return -1;
-    // An integer is a fine double (a file written by Python may say lr=1).
-    if (x->type == ATTR_INT) {
-        *v = (double)x->i;
-        return 0;
-    }
-    if (x->type != ATTR_DOUBLE)
-        return errorf("%s: attribute '%s' is not a number", path, key);
-    *v = x->d;
-    return 0;
-}
-
-int attrs_get_str(const Attrs *a, const char *path, const char *key, char *v, int cap) {
-    const Attr *x = attrs_need(a, path, key);
-    if (!x) return -1;
-    if (x->type != ATTR_STR)
-        return errorf("%s: attribute '%s' is not a string", path, key);
-    if ((int)strlen(x->s) >= cap)
-        return errorf("%s: attribute '%s' is too long (%zu characters, at most %d)",
-                      path, key, strlen(x->s), cap - 1);
-    strcpy(v, x->s);
-    return 0;
-}
-
 // ------------------------------------------------------------------- writing
 
 static hid_t fapl_strong(void) {
@@ -113,47 +29,6 @@ static hid_t fapl_strong(void) {
     CHECK(fapl >= 0);
     CHECK(H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) >= 0);
     return fapl;
-}
-
-// One scalar root attribute: int64, float64, or a variable-length UTF-8
-// string (h5py reads these as int, float and str).
-static int write_attr(hid_t file, const Attr *a) {
-    hid_t space = H5Screate(H5S_SCALAR);
-    if (space < 0) return -1;
-    hid_t ftype, mtype;
-    const void *buf;
-    const char *s = a->s;
-    switch (a->type) {
-    case ATTR_INT:
-        ftype = H5Tcopy(H5T_STD_I64LE);
-        mtype = H5Tcopy(H5T_NATIVE_INT64);
-        buf = &a->i;
-        break;
-    case ATTR_DOUBLE:
-        ftype = H5Tcopy(H5T_IEEE_F64LE);
-        mtype = H5Tcopy(H5T_NATIVE_DOUBLE);
-        buf = &a->d;
-        break;
-    default:
-        ftype = H5Tcopy(H5T_C_S1);
-        H5Tset_size(ftype, H5T_VARIABLE);
-        H5Tset_cset(ftype, H5T_CSET_UTF8);
-        mtype = H5Tcopy(ftype);
-        buf = &s;
-        break;
-    }
-    int rc = -1;
-    if (ftype >= 0 && mtype >= 0) {
-        hid_t attr = H5Acreate2(file, a->key, ftype, space, H5P_DEFAULT, H5P_DEFAULT);
-        if (attr >= 0) {
-            if (H5Awrite(attr, mtype, buf) >= 0) rc = 0;
-            if (H5Aclose(attr) < 0) rc = -1;
-        }
-    }
-    if (ftype >= 0) H5Tclose(ftype);
-    if (mtype >= 0) H5Tclose(mtype);
-    H5Sclose(space);
-    return rc;
 }
 
 typedef struct {
@@ -212,8 +87,7 @@ int ckpt_write(const char *path, const ParamTable *t, CkptBuffers bufs,
         return errorf("%s: cannot create checkpoint (temporary file %s)", path, tmp);
 
     const char *failed = NULL;
-    for (int i = 0; i < attrs->n && !failed; i++)
-        if (write_attr(file, &attrs->a[i]) < 0) failed = "root attributes";
+    if (attrs_write_h5(file, attrs) < 0) failed = "root attributes";
     if (!failed && write_group(file, "model", t, bufs.model, &wp) < 0)
         failed = "/model";
     if (!failed && (bufs.m || bufs.v)) {
@@ -274,125 +148,14 @@ static int group_exists(hid_t file, const char *group) {
     return 1;
 }
 
-typedef struct {
-    Attrs *attrs;
-    const char *path;
-} AttrReadCtx;
-
-// Reads one scalar (or 1-element) attribute of integer, float or string
-// class into the Attrs list; other attributes are skipped.
-static int read_attr_value(hid_t a, hid_t type, const char *path, const char *name,
-                           Attrs *attrs) {
-    switch (H5Tget_class(type)) {
-    case H5T_INTEGER: {
-        int64_t v;
-        // Unsigned 64-bit values (e.g. an RNG state written by another tool)
-        // keep their bits rather than being clipped to INT64_MAX.
-        if (H5Tget_sign(type) == H5T_SGN_NONE && H5Tget_size(type) >= 8) {
-            uint64_t u;
-            if (H5Aread(a, H5T_NATIVE_UINT64, &u) < 0) break;
-            v = (int64_t)u;
-        } else if (H5Aread(a, H5T_NATIVE_INT64, &v) < 0) {
-            break;
-        }
-        attrs_set_int(attrs, name, v);
-        return 0;
-    }
-    case H5T_FLOAT: {
-        double v;
-        if (H5Aread(a, H5T_NATIVE_DOUBLE, &v) < 0) break;
-        attrs_set_double(attrs, name, v);
-        return 0;
-    }
-    case H5T_STRING: {
-        hid_t mt = H5Tcopy(H5T_C_S1);
-        if (mt < 0) break;
-        H5Tset_cset(mt, H5Tget_cset(type));
-        int rc = -1;
-        if (H5Tis_variable_str(type) > 0) {
-            char *s = NULL;
-            H5Tset_size(mt, H5T_VARIABLE);
-            if (H5Aread(a, mt, &s) >= 0) {
-                if (!s || strlen(s) < ATTR_STR_MAX) {
-                    attrs_set_str(attrs, name, s ? s : "");
-                    rc = 0;
-                } else {
-                    rc = -2;
-                }
-                if (s) H5free_memory(s);
-            }
-        } else {
-            size_t sz = H5Tget_size(type);
-            char buf[ATTR_STR_MAX];
-            if (sz + 1 > sizeof buf) {
-                rc = -2;
-            } else {
-                H5Tset_size(mt, sz + 1);
-                H5Tset_strpad(mt, H5T_STR_NULLTERM);
-                if (H5Aread(a, mt, buf) >= 0) {
-                    buf[sz] = '\0';
-                    attrs_set_str(attrs, name, buf);
-                    rc = 0;
-                }
-            }
-        }
-        H5Tclose(mt);
-        if (rc == -2)
-            return errorf("%s: attribute '%s' is longer than %d characters", path,
-                          name, ATTR_STR_MAX - 1);
-        if (rc == 0) return 0;
-        break;
-    }
-    default:
-        return 0; // not one of ours
-    }
-    return errorf("%s: cannot read attribute '%s'", path, name);
-}
-
-static herr_t read_attr_cb(hid_t loc, const char *name, const H5A_info_t *info,
-                           void *data) {
-    (void)info;
-    AttrReadCtx *ctx = data;
-    if (strlen(name) >= ATTR_KEY_MAX) return 0; // not one of ours
-    if (ctx->attrs->n == ATTRS_MAX && !attrs_find(ctx->attrs, name)) {
-        errorf("%s: more than %d root attributes", ctx->path, ATTRS_MAX);
-        return -1;
-    }
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0) {
-        errorf("%s: cannot read attribute '%s'", ctx->path, name);
-        return -1;
-    }
-    hid_t space = H5Aget_space(a), type = H5Aget_type(a);
-    int rc = -1;
-    if (space >= 0 && type >= 0) {
-        H5S_class_t sc = H5Sget_simple_extent_type(space);
-        hssize_t npts = H5Sget_simple_extent_npoints(space);
-        if ((sc == H5S_SCALAR || sc == H5S_SIMPLE) && npts == 1)
-            rc = read_attr_value(a, type, ctx->path, name, ctx->attrs);
-        else
-            rc = 0; // arrays are not ours either
-    } else {
-        errorf("%s: cannot read attribute '%s'", ctx->path, name);
-    }
-    if (type >= 0) H5Tclose(type);
-    if (space >= 0) H5Sclose(space);
-    H5Aclose(a);
-    return rc < 0 ? -1 : 0;
-}
-
 int ckpt_read_attrs(const char *path, const char *expected_kind, Attrs *attrs) {
     h5_quiet();
     memset(attrs, 0, sizeof *attrs);
     hid_t f = open_ckpt(path);
     if (f < 0) return -1;
-    AttrReadCtx ctx = {attrs, path};
-    hsize_t idx = 0;
-    herr_t it = H5Aiterate2(f, H5_INDEX_NAME, H5_ITER_INC, &idx, read_attr_cb, &ctx);
+    int rc = attrs_read_h5(f, path, NULL, 0, attrs);
     H5Fclose(f);
-    // A failing callback has printed its message; a failing iteration
-    // itself (corrupt attribute table) has not.
-    if (it < 0) return errorf("%s: cannot read the checkpoint's attributes", path);
+    if (rc < 0) return -1;
     const Attr *kind = attrs_find(attrs, "kind");
     if (!kind || kind->type != ATTR_STR)
         return errorf("%s: not an ldm.c checkpoint (no 'kind' attribute)", path);

@@ -2,38 +2,13 @@
 // Layout: /model/<key> float32 datasets in PyTorch shapes (key = state_dict
 // key of tests/reference/mirror.py); /optim/m/<key>, /optim/v/<key> the Adam
 // moments; /ema/<key> (stage 2); root attributes hold `kind` ("vae"/"unet"),
-// `step`, the RNG state and the model configuration (see Attrs).
+// `step`, the RNG state and the model configuration (Attrs, h5attr.h).
 // Written to a temporary file beside the target and renamed.
 #pragma once
 #include <stdint.h>
 
+#include "h5attr.h" // Attrs
 #include "params.h"
-
-// ---- a small list of typed root attributes
-typedef enum { ATTR_INT, ATTR_DOUBLE, ATTR_STR } AttrType;
-#define ATTR_KEY_MAX 48
-#define ATTR_STR_MAX 512
-#define ATTRS_MAX 64
-typedef struct {
-    char key[ATTR_KEY_MAX];
-    AttrType type;
-    int64_t i;
-    double d;
-    char s[ATTR_STR_MAX];
-} Attr;
-typedef struct {
-    int n;
-    Attr a[ATTRS_MAX];
-} Attrs;
-
-void attrs_set_int(Attrs *a, const char *key, int64_t v);
-void attrs_set_double(Attrs *a, const char *key, double v);
-void attrs_set_str(Attrs *a, const char *key, const char *v);
-const Attr *attrs_find(const Attrs *a, const char *key);
-// Getters report a missing or mistyped key with a message naming `path`.
-int attrs_get_int(const Attrs *a, const char *path, const char *key, int64_t *v);
-int attrs_get_double(const Attrs *a, const char *path, const char *key, double *v);
-int attrs_get_str(const Attrs *a, const char *path, const char *key, char *v, int cap);
 
 // Buffers to write; any of m, v, ema may be NULL (group omitted).
 typedef struct {
@@ -67,6 +42,3 @@ int ckpt_check_declared_conv(const char *path, const char *key, int cout, int ci
 // Hash of parameter values (FNV-1a over the float bytes in table order),
 // as 16 hex digits; ties a latent cache and a UNet to the VAE that made it.
 void params_hash(char out[17], const ParamTable *t, const float *p);
-
-// Silences HDF5's own error stack printing (we print our own messages).
-void h5_quiet(void);

@@ -11,6 +11,35 @@
 
 #include "common.h"
 
+// Reads the header of an open image file and leaves the position where it
+// was. 1: stb knows the format; 0: it does not (stb says why). -1: the
+// header claims more than IMAGE_MAX_PIXELS; *why says so.
+static int read_header(FILE *f, int *w, int *h, const char **why) {
+    int in_ch = 0;
+    if (!stbi_info_from_file(f, w, h, &in_ch)) return 0;
+    if ((int64_t)*w * *h <= IMAGE_MAX_PIXELS) return 1;
+    static _Thread_local char msg[96];
+    snprintf(msg, sizeof msg, "%d x %d pixels, more than the %lld an image may have",
+             *w, *h, (long long)IMAGE_MAX_PIXELS);
+    if (why) *why = msg;
+    return -1;
+}
+
+int image_info(const char *path, int *w, int *h, const char **why) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (why) *why = strerror(errno);
+        return -1;
+    }
+    int rc = read_header(f, w, h, why);
+    fclose(f);
+    if (rc == 0) {
+        const char *r = stbi_failure_reason();
+        if (why) *why = r ? r : "unknown image format";
+    }
+    return rc == 1 ? 0 : -1;
+}
+
 uint8_t *image_load(const char *path, int channels, int *w, int *h, const char **why) {
     CHECK(channels == 1 || channels == 3);
     FILE *f = fopen(path, "rb");
@@ -20,16 +49,14 @@ uint8_t *image_load(const char *path, int channels, int *w, int *h, const char *
     }
     // stb allocates what the header claims before it reads a pixel (a 70-byte
     // BMP naming 65391 x 9986 pixels cost 2 GB), so read the header first.
-    int in_ch = 0;
-    if (stbi_info_from_file(f, w, h, &in_ch) && (int64_t)*w * *h > IMAGE_MAX_PIXELS) {
-        static _Thread_local char msg[96];
-        snprintf(msg, sizeof msg, "%d x %d pixels, more than the %lld an image may have",
-                 *w, *h, (long long)IMAGE_MAX_PIXELS);
-        if (why) *why = msg;
+    // A header stb cannot read is left to the decoder, whose reason is the
+    // more precise one.
+    if (read_header(f, w, h, why) < 0) {
         fclose(f);
         return NULL;
     }
     // req_comp makes stb do the grey <-> RGB (and alpha dropping) conversion.
+    int in_ch = 0;
     uint8_t *p = stbi_load_from_file(f, w, h, &in_ch, channels);
     fclose(f);
     if (!p) {

@@ -9,6 +9,10 @@
 // sets *why to a short reason on failure. Free with image_free().
 uint8_t *image_load(const char *path, int channels, int *w, int *h, const char **why);
 void image_free(uint8_t *pixels);
+// Reads only the header, with image_load's checks of it: 0 and the size when
+// stb knows the format and the image is within IMAGE_MAX_PIXELS, else -1
+// with *why set. A file that passes may still fail to decode (truncated).
+int image_info(const char *path, int *w, int *h, const char **why);
 // Resizes (w, h) to cover size x size on its shorter side, then crops the
 // centre: out (size, size, channels) HWC.
 void image_resize_crop(uint8_t *out, const uint8_t *in, int w, int h,

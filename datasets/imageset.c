@@ -3,11 +3,15 @@
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <omp.h>
+#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
+#include "args.h"
 #include "common.h"
 #include "image.h"
 
@@ -228,15 +232,20 @@ typedef struct {
     int n, cap;
 } PathList;
 
+static char *xstrdup(const char *p) {
+    size_t len = strlen(p) + 1;
+    char *d = xmalloc(len);
+    memcpy(d, p, len);
+    return d;
+}
+
 static void paths_push(PathList *l, const char *p) {
     if (l->n == l->cap) {
         l->cap = l->cap ? 2 * l->cap : 64;
         l->v = realloc(l->v, (size_t)l->cap * sizeof(char *));
         CHECK(l->v != NULL);
     }
-    size_t len = strlen(p) + 1;
-    l->v[l->n] = xmalloc(len);
-    memcpy(l->v[l->n++], p, len);
+    l->v[l->n++] = xstrdup(p);
 }
 
 static void paths_free(PathList *l) {
@@ -290,64 +299,414 @@ static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int load_folder(ImageSet *s, const char *dir) {
+// Decodes one file to (S, S, C) HWC, as every folder item is made. -1 with
+// the reason copied into why: image_load's may live in a thread-local
+// buffer that the thread's next failure overwrites.
+static int decode_file(const char *path, int C, int S, uint8_t *hwc, char *why, size_t cap) {
+    int w, h;
+    const char *reason = NULL;
+    uint8_t *img = image_load(path, C, &w, &h, &reason);
+    if (!img) {
+        snprintf(why, cap, "%s", reason ? reason : "cannot decode");
+        return -1;
+    }
+    image_resize_crop(hwc, img, w, h, C, S);
+    image_free(img);
+    return 0;
+}
+
+// Resident: decodes every file into px (nf, C, S, S); why[i] = the reason
+// file i failed, else NULL.
+static void decode_all(const ImageSet *s, const PathList *l, uint8_t *px, char **why) {
+    const int S = s->S, C = s->C;
+    const size_t plane = (size_t)S * S;
+#pragma omp parallel
+    {
+        uint8_t *hwc = xmalloc(plane * C); // (S, S, C)
+        char reason[160];
+#pragma omp for schedule(dynamic, 4)
+        for (int i = 0; i < l->n; i++) {
+            if (decode_file(l->v[i], C, S, hwc, reason, sizeof reason) != 0) {
+                why[i] = xstrdup(reason);
+                continue;
+            }
+            uint8_t *dst = px + (size_t)i * C * plane; // (C, S, S)
+            for (int c = 0; c < C; c++)
+                for (size_t p = 0; p < plane; p++) dst[(size_t)c * plane + p] = hwc[p * C + c];
+        }
+        free(hwc);
+    }
+}
+
+// Streamed: reads only the headers; why[i] as for decode_all.
+static void screen_headers(const PathList *l, char **why) {
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int i = 0; i < l->n; i++) {
+        int w, h;
+        const char *reason = NULL;
+        if (image_info(l->v[i], &w, &h, &reason) != 0)
+            why[i] = xstrdup(reason ? reason : "unreadable header");
+    }
+}
+
+// Keeps the files without a reason in file order, after the parallel
+// decode or screening, so that the warnings and the item order do not
+// depend on the thread count: warns about each other file, counts it in
+// s->skipped and frees its path and reason; moves the kept paths and, when
+// px is not NULL, their pixels (item bytes each) down.
+static void keep_passed(ImageSet *s, PathList *l, char **why, uint8_t *px, size_t item) {
+    int n = 0;
+    for (int i = 0; i < l->n; i++) {
+        if (why[i]) {
+            warnf("%s: cannot decode, skipped: %s", l->v[i], why[i]);
+            free(why[i]);
+            why[i] = NULL;
+            free(l->v[i]);
+            s->skipped++;
+            continue;
+        }
+        if (px && n != i) memcpy(px + (size_t)n * item, px + (size_t)i * item, item);
+        l->v[n++] = l->v[i];
+    }
+    l->n = n;
+}
+
+static void stream_init(ImageSet *s, PathList *paths);
+
+static int load_folder(ImageSet *s, const char *dir, size_t max_memory) {
     PathList l = {0};
     if (walk(&l, dir, 0) != 0) return -1;
     // readdir order is filesystem-dependent; sorting makes item i the same
     // file everywhere.
     if (l.n > 1) qsort(l.v, (size_t)l.n, sizeof(char *), cmp_str);
-    const int S = s->S, C = s->C, nf = l.n;
-    const size_t item = (size_t)C * S * S;
-    uint8_t *px = xmalloc(nf > 0 ? (size_t)nf * item : 1); // (nf, C, S, S)
-    const char **why = xcalloc(nf > 0 ? (size_t)nf : 1, sizeof(char *));
-#pragma omp parallel
-    {
-        uint8_t *hwc = xmalloc((size_t)S * S * C); // (S, S, C)
-#pragma omp for schedule(dynamic, 4)
-        for (int i = 0; i < nf; i++) {
-            int w, h;
-            const char *reason = NULL;
-            uint8_t *img = image_load(l.v[i], C, &w, &h, &reason);
-            if (!img) {
-                why[i] = reason ? reason : "cannot decode";
-                continue;
-            }
-            image_resize_crop(hwc, img, w, h, C, S);
-            image_free(img);
-            uint8_t *dst = px + (size_t)i * item; // (C, S, S)
-            for (int c = 0; c < C; c++)
-                for (size_t p = 0; p < (size_t)S * S; p++)
-                    dst[(size_t)c * S * S + p] = hwc[p * C + c];
-        }
-        free(hwc);
+    const size_t item = (size_t)s->C * s->S * s->S;
+    char **why = xcalloc(l.n > 0 ? (size_t)l.n : 1, sizeof(char *)); // (nf)
+    // A folder that may not fit has its headers read first, so that the
+    // choice rests on the count of images that will be items.
+    size_t bytes;
+    if (mul_size((size_t)l.n, item, &bytes) != 0 || bytes > max_memory) {
+        screen_headers(&l, why);
+        keep_passed(s, &l, why, NULL, item);
     }
-    // Compact in file order after the parallel decode, so the warnings and
-    // the item order do not depend on the thread count.
-    int n = 0;
-    for (int i = 0; i < nf; i++) {
-        if (why[i]) {
-            warnf("%s: cannot decode, skipped: %s", l.v[i], why[i]);
-            s->skipped++;
-            continue;
-        }
-        if (n != i) memcpy(px + (size_t)n * item, px + (size_t)i * item, item);
-        n++;
+    const int resident = mul_size((size_t)l.n, item, &bytes) == 0 && bytes <= max_memory;
+    uint8_t *px = NULL; // (n, C, S, S)
+    if (resident) {
+        px = xmalloc(l.n > 0 ? bytes : 1);
+        decode_all(s, &l, px, why);
+        keep_passed(s, &l, why, px, item);
     }
     free(why);
-    paths_free(&l);
+    const int n = l.n;
     if (s->skipped) warnf("%s: %d files skipped", dir, s->skipped);
     if (n == 0) {
         free(px);
+        paths_free(&l);
         return errorf("%s: no decodable image (.png/.jpg/.jpeg/.bmp) found", dir);
     }
     s->N = n;
-    s->pixels = px;
+    if (resident) {
+        s->pixels = px;
+        paths_free(&l);
+    } else {
+        stream_init(s, &l);
+    }
     return 0;
+}
+
+// One item as floats (C, S, S) in [-1, 1], mirrored in x when `mirror`:
+// pixel (c, y, x) of src is src[c * cs + (y * S + x) * ps], so the one loop
+// reads the resident CHW layout (cs = S * S, ps = 1) and the stream's HWC
+// (cs = 1, ps = C) with the same arithmetic: both give identical floats.
+static void item_to_float(float *dst, const uint8_t *src, int C, int S, size_t cs, size_t ps,
+                          int mirror) {
+    for (int c = 0; c < C; c++)
+        for (int y = 0; y < S; y++) {
+            const uint8_t *row = src + (size_t)c * cs + (size_t)y * S * ps;
+            float *d = dst + ((size_t)c * S + y) * S;
+            for (int x = 0; x < S; x++)
+                d[x] = (float)row[(size_t)(mirror ? S - 1 - x : x) * ps] / 127.5f - 1.0f;
+        }
+}
+
+// ---------------------------------------------------------------- streaming
+//
+// A streamed set decodes into a buffer of slots, one decoded item each,
+// twice the largest batch (imageset_check_memory sizes it): the batch being
+// gathered and the next one, prefetched. Only the caller's thread (prefetch,
+// batch) assigns slots to items; the background threads only decode slots
+// the caller queued (QUEUED -> BUSY -> DONE), and imageset_batch decodes
+// itself, on all OpenMP threads, the items of its batch not yet started. Which thread
+// decodes an item never changes its pixels, and a batch reports the first
+// failing item in idx order, so nothing depends on the threads' timing.
+
+// One or two background threads: the compute runs OpenMP on every core, so
+// each decoding thread takes its core's share from the GEMMs. One thread
+// decodes 64x64 PNGs several times faster than 2 cores encode them
+// (tools/vae_encode.c's measurement in the report); a second one pays off
+// only from 8 compute threads on. When the background falls behind, the
+// batch itself decodes what is still queued on all threads, so the cap costs
+// overlap, never throughput.
+#define STREAM_MAX_THREADS 2
+#define STREAM_SECOND_THREAD_FROM 8 // compute threads
+
+typedef enum { SLOT_FREE, SLOT_QUEUED, SLOT_BUSY, SLOT_DONE } SlotState;
+
+typedef struct {
+    int item;        // -1 when free
+    SlotState state;
+    long call;       // the prefetch or batch call that last asked for the item
+    long seq;        // decoding order while QUEUED
+    int failed;      // DONE: the decode failed, why says why
+    char why[160];
+    uint8_t *hwc;    // (S, S, C)
+} Slot;
+
+struct ImageStream {
+    int N, C, S;
+    char **paths;      // (N) the files whose header passed
+    int *slot_of;      // (N) the slot holding each item, -1 when none
+    int max_batch, nslots, nfree;
+    Slot *slots;       // (nslots)
+    int *free_slots;   // (nslots) stack of the FREE ones
+    uint8_t *pool;     // (nslots, S, S, C) the slots' pixels
+    int *mine, *at;    // (max_batch) slots a batch decodes itself; the slot of its item b
+    long calls, seq;
+    pthread_mutex_t mu;
+    pthread_cond_t work; // a slot was queued, or stop
+    pthread_cond_t done; // a slot became DONE
+    int stop, nthreads;
+    pthread_t threads[STREAM_MAX_THREADS];
+};
+
+// Takes the paths; the buffer and threads come with imageset_check_memory.
+static void stream_init(ImageSet *s, PathList *paths) {
+    ImageStream *st = xcalloc(1, sizeof *st);
+    st->N = s->N, st->C = s->C, st->S = s->S;
+    st->paths = paths->v;
+    st->slot_of = xmalloc((size_t)s->N * sizeof(int));
+    for (int i = 0; i < s->N; i++) st->slot_of[i] = -1;
+    CHECK(pthread_mutex_init(&st->mu, NULL) == 0);
+    CHECK(pthread_cond_init(&st->work, NULL) == 0);
+    CHECK(pthread_cond_init(&st->done, NULL) == 0);
+    s->stream = st;
+}
+
+static void stream_decode(const ImageStream *st, Slot *sl) {
+    sl->failed = decode_file(st->paths[sl->item], st->C, st->S, sl->hwc, sl->why,
+                             sizeof sl->why) != 0;
+}
+
+// The QUEUED slot queued first, -1 when none. A scan: a buffer of a few
+// batches costs far less to scan than one image to decode.
+static int stream_next_queued(const ImageStream *st) {
+    int best = -1;
+    for (int k = 0; k < st->nslots; k++)
+        if (st->slots[k].state == SLOT_QUEUED &&
+            (best < 0 || st->slots[k].seq < st->slots[best].seq))
+            best = k;
+    return best;
+}
+
+static void *stream_thread(void *arg) {
+    ImageStream *st = arg;
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        int k;
+        while (!st->stop && (k = stream_next_queued(st)) < 0)
+            pthread_cond_wait(&st->work, &st->mu);
+        if (st->stop) break;
+        Slot *sl = &st->slots[k];
+        sl->state = SLOT_BUSY; // from here on only this thread touches the slot
+        pthread_mutex_unlock(&st->mu);
+        stream_decode(st, sl);
+        pthread_mutex_lock(&st->mu);
+        sl->state = SLOT_DONE;
+        pthread_cond_broadcast(&st->done);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
+}
+
+// A slot for a new item in call `call` (mutex held): a free one, else the
+// one asked for longest ago among those no thread is decoding and this call
+// does not use (its item is dropped: decoded again when asked for); -1 when
+// none.
+static int stream_claim(ImageStream *st, int item, SlotState state, long call) {
+    int k = -1;
+    if (st->nfree > 0) {
+        k = st->free_slots[--st->nfree];
+    } else {
+        for (int j = 0; j < st->nslots; j++) {
+            const Slot *sl = &st->slots[j];
+            if (sl->state == SLOT_BUSY || sl->call == call) continue;
+            if (k < 0 || sl->call < st->slots[k].call) k = j;
+        }
+        if (k < 0) return -1;
+        st->slot_of[st->slots[k].item] = -1;
+    }
+    Slot *sl = &st->slots[k];
+    sl->item = item;
+    sl->state = state;
+    sl->call = call;
+    sl->seq = ++st->seq;
+    st->slot_of[item] = k;
+    return k;
+}
+
+static void stream_release(ImageStream *st, int k) {
+    Slot *sl = &st->slots[k];
+    if (sl->state == SLOT_FREE) return; // an item twice in one batch
+    st->slot_of[sl->item] = -1;
+    sl->item = -1;
+    sl->state = SLOT_FREE;
+    st->free_slots[st->nfree++] = k;
+}
+
+static int stream_start(ImageSet *s, int batch, size_t max_memory) {
+    ImageStream *st = s->stream;
+    CHECK(st->nslots == 0 && batch > 0);
+    const size_t item = (size_t)s->C * s->S * s->S;
+    int nslots = batch <= s->N / 2 ? 2 * batch : s->N; // an item needs one slot at most
+    if ((size_t)nslots * item > max_memory) {
+        char all[32], need[32], have[32];
+        args_format_size(all, sizeof all, (size_t)s->N * item);
+        args_format_size(need, sizeof need, (size_t)nslots * item);
+        args_format_size(have, sizeof have, max_memory);
+        return errorf("%s: %d images take %s decoded, more than the memory limit of %s, so "
+                      "they are decoded as they are read, which needs %s for %d images "
+                      "(2 batches of %d): raise --max-memory or lower --batch",
+                      s->source, s->N, all, have, need, nslots, batch);
+    }
+    st->max_batch = batch;
+    st->nslots = nslots;
+    st->slots = xcalloc((size_t)nslots, sizeof(Slot));
+    st->free_slots = xmalloc((size_t)nslots * sizeof(int));
+    st->pool = xmalloc((size_t)nslots * item);
+    st->mine = xmalloc((size_t)batch * sizeof(int));
+    st->at = xmalloc((size_t)batch * sizeof(int));
+    for (int k = 0; k < nslots; k++) {
+        st->slots[k].item = -1;
+        st->slots[k].hwc = st->pool + (size_t)k * item;
+        st->free_slots[k] = nslots - 1 - k;
+    }
+    st->nfree = nslots;
+    const int want = omp_get_max_threads() >= STREAM_SECOND_THREAD_FROM ? 2 : 1;
+    for (int t = 0; t < want; t++) {
+        int e = pthread_create(&st->threads[st->nthreads], NULL, stream_thread, st);
+        // Without background threads every batch decodes its items itself:
+        // slower, not wrong.
+        if (e != 0) {
+            warnf("%s: cannot start a decoding thread (%s); decoding in the batches",
+                  s->source, strerror(e));
+            break;
+        }
+        st->nthreads++;
+    }
+    return 0;
+}
+
+static void stream_free(ImageStream *st) {
+    pthread_mutex_lock(&st->mu);
+    st->stop = 1;
+    pthread_cond_broadcast(&st->work);
+    pthread_mutex_unlock(&st->mu);
+    for (int t = 0; t < st->nthreads; t++) pthread_join(st->threads[t], NULL);
+    pthread_mutex_destroy(&st->mu);
+    pthread_cond_destroy(&st->work);
+    pthread_cond_destroy(&st->done);
+    for (int i = 0; i < st->N; i++) free(st->paths[i]);
+    free(st->paths);
+    free(st->slot_of);
+    free(st->slots);
+    free(st->free_slots);
+    free(st->pool);
+    free(st->mine);
+    free(st->at);
+    free(st);
+}
+
+static void stream_prefetch(ImageSet *s, const int *idx, int B) {
+    ImageStream *st = s->stream;
+    CHECK(st->nslots > 0);
+    pthread_mutex_lock(&st->mu);
+    const long call = ++st->calls;
+    // Items already in the buffer first, so that making room for the others
+    // never drops one of this call's own.
+    for (int b = 0; b < B; b++) {
+        CHECK(idx[b] >= 0 && idx[b] < s->N);
+        int k = st->slot_of[idx[b]];
+        if (k >= 0) st->slots[k].call = call;
+    }
+    for (int b = 0; b < B; b++)
+        if (st->slot_of[idx[b]] < 0 && stream_claim(st, idx[b], SLOT_QUEUED, call) < 0) break;
+    pthread_cond_broadcast(&st->work);
+    pthread_mutex_unlock(&st->mu);
+}
+
+static int stream_batch(float *out, ImageSet *s, const int *idx, int B, const uint8_t *flip) {
+    ImageStream *st = s->stream;
+    CHECK(st->nslots > 0 && B <= st->max_batch);
+    const int C = s->C, S = s->S;
+    const size_t item = (size_t)C * S * S;
+    pthread_mutex_lock(&st->mu);
+    const long call = ++st->calls;
+    int nmine = 0;
+    for (int b = 0; b < B; b++) {
+        CHECK(idx[b] >= 0 && idx[b] < s->N);
+        int k = st->slot_of[idx[b]];
+        if (k >= 0) st->slots[k].call = call;
+    }
+    for (int b = 0; b < B; b++) {
+        int k = st->slot_of[idx[b]];
+        if (k < 0) {
+            // Room always comes: this call uses at most B of the >= 2B
+            // slots, and the threads' BUSY ones become DONE.
+            while ((k = stream_claim(st, idx[b], SLOT_BUSY, call)) < 0)
+                pthread_cond_wait(&st->done, &st->mu);
+            st->mine[nmine++] = k;
+        } else if (st->slots[k].state == SLOT_QUEUED) {
+            st->slots[k].state = SLOT_BUSY; // not started: decoded here, in parallel
+            st->mine[nmine++] = k;
+        }
+        st->at[b] = k;
+    }
+    pthread_mutex_unlock(&st->mu);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int j = 0; j < nmine; j++) stream_decode(st, &st->slots[st->mine[j]]);
+    pthread_mutex_lock(&st->mu);
+    for (int j = 0; j < nmine; j++) st->slots[st->mine[j]].state = SLOT_DONE;
+    for (int b = 0; b < B; b++)
+        while (st->slots[st->at[b]].state != SLOT_DONE) pthread_cond_wait(&st->done, &st->mu);
+    pthread_mutex_unlock(&st->mu);
+    int rc = 0;
+    for (int b = 0; b < B && rc == 0; b++) {
+        const Slot *sl = &st->slots[st->at[b]];
+        if (sl->failed)
+            rc = errorf("%s: item %d of %s: cannot decode: %s (only its header was read "
+                        "when the folder was opened)", st->paths[idx[b]], idx[b], s->source,
+                        sl->why);
+    }
+    if (rc == 0) {
+#pragma omp parallel for schedule(static)
+        for (int b = 0; b < B; b++)
+            item_to_float(out + (size_t)b * item, st->slots[st->at[b]].hwc, C, S, 1, (size_t)C,
+                          flip && flip[b]);
+    }
+    pthread_mutex_lock(&st->mu);
+    for (int b = 0; b < B; b++) stream_release(st, st->at[b]);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
 }
 
 // ---------------------------------------------------------------- API
 
-int imageset_load(ImageSet *s, const char *source, int size, int channels) {
+size_t imageset_default_max_memory(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    if (pages <= 0 || page <= 0) return (size_t)1 << 30; // unknown: 1 GiB
+    return (size_t)pages / 4 * (size_t)page;
+}
+
+int imageset_open(ImageSet *s, const char *source, int size, int channels, size_t max_memory) {
     CHECK(channels == 1 || channels == 3);
     CHECK(size > 0);
     memset(s, 0, sizeof *s);
@@ -370,7 +729,7 @@ int imageset_load(ImageSet *s, const char *source, int size, int channels) {
                           "\"fashion-mnist\" or \"fashion-mnist-test\")",
                           source, strerror(errno));
         if (S_ISDIR(st.st_mode)) {
-            rc = load_folder(s, source);
+            rc = load_folder(s, source, max_memory);
         } else if (S_ISREG(st.st_mode)) {
             char labels[PATH_MAX];
             rc = load_idx(s, source, find_labels_for(source, labels, sizeof labels) ? labels : NULL);
@@ -385,29 +744,37 @@ int imageset_load(ImageSet *s, const char *source, int size, int channels) {
     return 0;
 }
 
+int imageset_load(ImageSet *s, const char *source, int size, int channels) {
+    return imageset_open(s, source, size, channels, SIZE_MAX);
+}
+
+int imageset_check_memory(ImageSet *s, int batch, size_t max_memory) {
+    return s->stream ? stream_start(s, batch, max_memory) : 0;
+}
+
 void imageset_free(ImageSet *s) {
+    if (s->stream) stream_free(s->stream);
     free(s->pixels);
     free(s->labels);
+    s->stream = NULL;
     s->pixels = NULL;
     s->labels = NULL;
     s->N = 0;
 }
 
-void imageset_batch(float *out, const ImageSet *s, const int *idx, int B,
-                    const uint8_t *flip) {
+void imageset_prefetch(ImageSet *s, const int *idx, int B) {
+    if (s->stream) stream_prefetch(s, idx, B);
+}
+
+int imageset_batch(float *out, ImageSet *s, const int *idx, int B, const uint8_t *flip) {
+    if (s->stream) return stream_batch(out, s, idx, B, flip);
     const int C = s->C, S = s->S;
     const size_t item = (size_t)C * S * S;
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
         CHECK(idx[b] >= 0 && idx[b] < s->N);
-        const uint8_t *src = s->pixels + (size_t)idx[b] * item; // (C, S, S)
-        float *dst = out + (size_t)b * item;                     // (C, S, S)
-        const int mirror = flip && flip[b];
-        for (int r = 0; r < C * S; r++) { // r runs over (channel, row) pairs
-            const uint8_t *sr = src + (size_t)r * S;
-            float *dr = dst + (size_t)r * S;
-            for (int x = 0; x < S; x++)
-                dr[x] = (float)sr[mirror ? S - 1 - x : x] / 127.5f - 1.0f;
-        }
+        item_to_float(out + (size_t)b * item, s->pixels + (size_t)idx[b] * item, C, S,
+                      (size_t)S * S, 1, flip && flip[b]);
     }
+    return 0;
 }

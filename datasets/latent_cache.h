@@ -2,42 +2,68 @@
 // Datasets: mean, logvar (N, Z, h, w) float32, chunked per item block;
 // labels (N) int32 when the source had labels. Root attributes:
 // scale_factor (double), image_size, in_channels, source, vae_hash.
-// Read in batches, so a cache larger than memory works.
+// Read in batches or by item lists, so a cache larger than memory works.
+//
+// Caches written by other tools load too: any chunking or none, compressed
+// or not, mean/logvar of any float type, labels of any integer type (values
+// must fit int32), attributes of any integer/float width and fixed or
+// variable-length strings; attributes beyond the five above are ignored.
 #pragma once
+#include <limits.h>
 #include <stdint.h>
+
+#include "h5attr.h"
 
 typedef struct {
     int64_t h5file;        // hid_t
     int64_t dmean, dlogvar, dlabels; // hid_t, dlabels < 0 when absent
-    int N, Z, h, w;
+    int fd;                // the file's descriptor, to notice truncation
+    int64_t size;          // its size in bytes when opened
+    int64_t N;             // items: may exceed INT_MAX
+    int Z, h, w;
     double scale_factor;
     int image_size, in_channels;
-    char source[512];
+    char source[ATTR_STR_MAX];
     char vae_hash[17];
-    char path[512];
+    char path[PATH_MAX];
 } LatentCache;
 
 // Opens and validates (datasets, dtypes, shapes agreeing with each other and
-// with the attributes, attributes present). -1 with a message naming path.
+// with the attributes, attributes present and in range). Allocates nothing
+// proportional to N. -1 with a message naming path.
 int latent_cache_open(LatentCache *c, const char *path);
+// The two readers may run on a background thread while other threads call
+// HDF5 too (HDF5 is built thread-safe). A read error (the file truncated or
+// damaged since it was opened, a label that does not fit int32): -1 with a
+// message naming the file and the items. A file deleted or replaced (renamed
+// over) while open is still read whole: the open one.
+//
 // Reads items [start, start + n) into mean, logvar (n, Z, h, w) and labels
 // (n) (labels may be NULL; left untouched if the cache has none).
-int latent_cache_read(LatentCache *c, int start, int n, float *mean,
+int latent_cache_read(LatentCache *c, int64_t start, int n, float *mean,
                       float *logvar, int32_t *labels);
+// Reads items idx[0..n) (any order, duplicates allowed, each in [0, N)) into
+// batch order: item idx[k] goes to mean + k * Z*h*w, logvar + k * Z*h*w and
+// labels[k]. Each run of consecutive items is one read: a batch of 128
+// random items of a 2,000,000-item cache takes ~4 ms (page cache warm).
+int latent_cache_read_items(LatentCache *c, const int64_t *idx, int n, float *mean,
+                            float *logvar, int32_t *labels);
 void latent_cache_close(LatentCache *c);
 
 // Writer: created at a temporary path, renamed into place by finish().
 typedef struct {
     int64_t h5file, dmean, dlogvar, dlabels;
-    int N, Z, h, w, written;
-    char path[512], tmp[600];
+    int64_t N, written;
+    int Z, h, w;
+    char path[PATH_MAX], tmp[PATH_MAX];
 } LatentCacheWriter;
 
-int latent_cache_create(LatentCacheWriter *w, const char *path, int N, int Z,
+int latent_cache_create(LatentCacheWriter *w, const char *path, int64_t N, int Z,
                         int h, int wd, int has_labels);
 int latent_cache_append(LatentCacheWriter *w, const float *mean,
                         const float *logvar, const int32_t *labels, int n);
-// Writes the attributes, closes, renames. All N items must be written.
+// Writes the attributes, closes, renames. All N items must be written; a
+// `source` of ATTR_STR_MAX bytes or more is refused (-1, nothing written).
 int latent_cache_finish(LatentCacheWriter *w, double scale_factor,
                         int image_size, int in_channels, const char *source,
                         const char *vae_hash);

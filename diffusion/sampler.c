@@ -51,6 +51,37 @@ static const float *step_noise(const float *noise, int k, size_t n, Rng *rng, fl
     return buf;
 }
 
+// A sampling loop's buffers, the sampler's own (the UNet carries no sampler
+// state), and the UNet's weights fixed while they live.
+typedef struct {
+    int *t;     // (B): the current step, the same for every item
+    float *out; // (B, Z, h, w): the network output at x_t
+    float *z;   // (B, Z, h, w): the step's noise when drawn from rng
+} Loop;
+
+// n: B*Z*h*w floats
+static Loop loop_begin(UNet *u, int B, size_t n) {
+    Loop l;
+    l.t = xmalloc((size_t)B * sizeof *l.t);
+    l.out = xmalloc_aligned(n * sizeof *l.out);
+    l.z = xmalloc_aligned(n * sizeof *l.z);
+    unet_fix_weights(u, 1);
+    return l;
+}
+
+static void loop_end(Loop *l, UNet *u) {
+    unet_fix_weights(u, 0);
+    free(l->t);
+    free(l->out);
+    free(l->z);
+}
+
+// l->out = unet(x, step ti) for all B items
+static void loop_predict(Loop *l, UNet *u, const float *x, int ti, int B) {
+    for (int b = 0; b < B; b++) l->t[b] = ti;
+    unet_forward(u, l->out, x, l->t, B);
+}
+
 static int check_args(UNet *u, const Schedule *s, int B, int prediction, const char *who) {
     CHECK(B >= 1 && B <= u->max_batch);
     if (prediction != PRED_EPS && prediction != PRED_V)
@@ -68,23 +99,20 @@ int ddim_sample_ex(UNet *u, const Schedule *s, float *x, int B, int steps, float
     const UNetConfig *c = &u->cfg;
     size_t n = (size_t)B * c->latent_channels * c->latent_size * c->latent_size;
     int skip = s->T / steps;
-    int *t = xmalloc((size_t)B * sizeof *t);
-    unet_fix_weights(u, 1);
+    Loop l = loop_begin(u, B, n);
     for (int k = 0; k < steps; k++) {
         int i = steps - 1 - k, ti = i * skip;
         double ab = s->alphas_cumprod[ti];
         double ab_prev = i > 0 ? s->alphas_cumprod[(i - 1) * skip] : 1.0;
-        for (int b = 0; b < B; b++) t[b] = ti;
-        unet_forward(u, u->pred, x, t, B);
+        loop_predict(&l, u, x, ti, B);
         double sigma = eta * sqrt((1 - ab_prev) / (1 - ab)) * sqrt(1 - ab / ab_prev);
         double dir = 1 - ab_prev - sigma * sigma;
-        const float *z = sigma > 0 ? step_noise(noise, k, n, rng, u->target) : NULL;
-        update(x, u->pred, z, predict_coefs(ab, prediction), sqrt(ab_prev),
+        const float *z = sigma > 0 ? step_noise(noise, k, n, rng, l.z) : NULL;
+        update(x, l.out, z, predict_coefs(ab, prediction), sqrt(ab_prev),
                sqrt(dir > 0 ? dir : 0), 0.0, sigma, n);
         if (traj) memcpy(traj + (size_t)k * n, x, n * sizeof *x);
     }
-    unet_fix_weights(u, 0);
-    free(t);
+    loop_end(&l, u);
     return 0;
 }
 
@@ -93,24 +121,21 @@ int ddpm_sample_ex(UNet *u, const Schedule *s, float *x, int B, int prediction, 
     if (check_args(u, s, B, prediction, "ddpm") < 0) return -1;
     const UNetConfig *c = &u->cfg;
     size_t n = (size_t)B * c->latent_channels * c->latent_size * c->latent_size;
-    int *t = xmalloc((size_t)B * sizeof *t);
-    unet_fix_weights(u, 1);
+    Loop l = loop_begin(u, B, n);
     for (int k = 0; k < s->T; k++) {
         int ti = s->T - 1 - k;
         double ab = s->alphas_cumprod[ti], beta = s->betas[ti];
         double ab_prev = ti > 0 ? s->alphas_cumprod[ti - 1] : 1.0;
-        for (int b = 0; b < B; b++) t[b] = ti;
-        unet_forward(u, u->pred, x, t, B);
+        loop_predict(&l, u, x, ti, B);
         // posterior mean = c0 * x0 + cx * x_t, variance beta_tilde
         double c0 = beta * sqrt(ab_prev) / (1 - ab);
         double cx = (1 - ab_prev) * sqrt(1 - beta) / (1 - ab);
-        const float *z = ti > 0 ? step_noise(noise, k, n, rng, u->target) : NULL;
-        update(x, u->pred, z, predict_coefs(ab, prediction), c0, 0.0, cx,
+        const float *z = ti > 0 ? step_noise(noise, k, n, rng, l.z) : NULL;
+        update(x, l.out, z, predict_coefs(ab, prediction), c0, 0.0, cx,
                sqrt(s->posterior_variance[ti]), n);
         if (traj) memcpy(traj + (size_t)k * n, x, n * sizeof *x);
     }
-    unet_fix_weights(u, 0);
-    free(t);
+    loop_end(&l, u);
     return 0;
 }
 

@@ -1,11 +1,10 @@
-// schedule.c: noise schedules, q_sample, targets and the diffusion loss.
+// schedule.c: noise schedules, q_sample and targets.
 #include "schedule.h"
 
 #include <math.h>
 #include <string.h>
 
 #include "common.h"
-#include "layers.h"
 
 int schedule_init(Schedule *s, int T, const char *kind) {
     memset(s, 0, sizeof *s);
@@ -84,23 +83,4 @@ void diffusion_target(float *target, const Schedule *s, int prediction, const fl
         size_t o = (size_t)b * n;
         combine(target + o, x0 + o, noise + o, -sqrt(1 - ab), sqrt(ab), n);
     }
-}
-
-float diffusion_loss_forward(UNet *u, const Schedule *s, int prediction, const float *x0,
-                             const float *noise, const int *t, int B) {
-    const UNetConfig *c = &u->cfg;
-    size_t n = (size_t)c->latent_channels * c->latent_size * c->latent_size;
-    CHECK(B >= 1 && B <= u->max_batch);
-    q_sample(u->xt, s, x0, noise, t, B, n);
-    diffusion_target(u->target, s, prediction, x0, noise, t, B, n);
-    unet_forward(u, u->pred, u->xt, t, B);
-    return (float)(sq_err_forward(u->pred, u->target, (size_t)B * n) / ((double)B * n));
-}
-
-void diffusion_loss_backward(UNet *u) {
-    const UNetConfig *c = &u->cfg;
-    size_t N = (size_t)u->B * c->latent_channels * c->latent_size * c->latent_size;
-    memset(u->dpred, 0, N * sizeof *u->dpred);
-    sq_err_backward(u->dpred, u->pred, u->target, N, (float)(1.0 / (double)N));
-    unet_backward(u, u->dpred);
 }

@@ -1,11 +1,10 @@
 // schedule.h: the noise schedules of ../shared/spec/default-models.md, the
-// forward process q(x_t | x_0), the training targets and the diffusion loss.
+// forward process q(x_t | x_0) and the training targets (the diffusion loss,
+// which runs the UNet, is loss.h).
 // Schedule arrays are computed in double (as the PyTorch mirror does); the
 // per-element arithmetic is float with double-derived coefficients.
 #pragma once
 #include <stddef.h>
-
-#include "unet.h"
 
 typedef struct {
     int T;
@@ -34,11 +33,3 @@ void q_sample(float *xt, const Schedule *s, const float *x0, const float *noise,
 // The training target: noise (PRED_EPS) or v = sqrt(ab) noise - sqrt(1 - ab) x0.
 void diffusion_target(float *target, const Schedule *s, int prediction, const float *x0,
                       const float *noise, const int *t, int B, size_t n);
-
-// The spec's training loss on one batch: x_t = q_sample(x0, t, noise),
-// loss = mean over all B*Z*h*w elements of (unet(x_t, t) - target)^2.
-// Uses the UNet's xt, pred and target buffers; saves for the backward.
-float diffusion_loss_forward(UNet *u, const Schedule *s, int prediction, const float *x0,
-                             const float *noise, const int *t, int B);
-// d loss / d output into u->dpred, then unet_backward (grads accumulate).
-void diffusion_loss_backward(UNet *u);

@@ -507,10 +507,6 @@ static void unet_carve(UNet *u, Carver *acts, Carver *grads, int B) {
     conv_scratch = max_sz(conv_scratch, groupnorm_silu_scratch_floats(B, ch, S * S));
     size_t block_work = 0;
 
-    u->xt = carve(acts, lat);
-    u->pred = carve(acts, lat);
-    u->target = carve(acts, lat);
-    u->dpred = carve(acts, lat);
     u->x_in = carve(acts, lat);
     float *p = carve(acts, time_embed_acts_floats(&u->te, B));
     if (p) time_embed_carve(&u->te, p, B);

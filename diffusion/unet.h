@@ -127,9 +127,6 @@ typedef struct {
     size_t acts_floats;
     float *work; // scratch shared by every layer
     size_t work_floats;
-    // (max_batch, Z, h, w) each: the diffusion loss's x_t, network output,
-    // target and d loss / d output; the samplers use pred and target too.
-    float *xt, *pred, *target, *dpred;
 
     // internals (unet.c)
     TimeEmbed te;
@@ -155,8 +152,8 @@ typedef struct {
 // or load a checkpoint. cfg must pass unet_config_check().
 void unet_init(UNet *u, const UNetConfig *cfg, int max_batch);
 void unet_free(UNet *u);
-// x (B, Z, h, w), t (B) integer steps -> out (B, Z, h, w). Saves what the
-// backward needs; out may be u->pred, x may be u->xt.
+// x (B, Z, h, w), t (B) integer steps -> out (B, Z, h, w), a caller's buffer
+// (the diffusion loss's, loss.h, or a sampler's). Saves what the backward needs.
 void unet_forward(UNet *u, float *out, const float *x, const int *t, int B);
 // Sampling runs the same weights at every step: unet_fix_weights(u, 1)
 // transforms the 3x3 convolutions' weights of the current u->params once

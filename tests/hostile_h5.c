@@ -1,9 +1,11 @@
 // hostile_h5.c: valid HDF5 files with hostile contents - shapes, dtypes and
 // attributes that lie (huge declared dimensions, rank 0 and 5, integers,
-// doubles and strings where floats are expected, missing or NaN attributes,
-// negative sizes, the kind of the other stage, shapes that disagree with the
-// attributes) - fed to latent_cache_open, ckpt_read_attrs, ckpt_read_group,
-// vae_load and unet_load. Each must return -1 with a message, never crash
+// doubles and strings where floats are expected, missing, NaN or huge
+// attributes, strings too long to hold, negative sizes, the kind of the other
+// stage, shapes that disagree with the attributes, labels beyond int32) - fed
+// to latent_cache_open/read/read_items, ckpt_read_attrs, ckpt_read_group,
+// vae_load and unet_load. Layouts other tools write (contiguous, deflated,
+// labels of other integer types, more than 2^31 items) must load. Each must return -1 with a message, never crash
 // and never allocate a size a file declares before checking it.
 //
 // Every case runs in a child process (a crash fails one case, not the run)
@@ -192,6 +194,32 @@ static void put_group(hid_t f, const char *name) {
     CHECK(g >= 0);
     H5Gclose(g);
 }
+// Replaces dataset `name` by one of shape dims[rank] whose first `written`
+// items hold data (item i: all i for floats, labels[i] for integers):
+// `chunk_items` items a chunk (0: contiguous), deflated if `deflate`.
+static void put_items(hid_t f, const char *name, hid_t type, int rank, const hsize_t *dims,
+                      hsize_t chunk_items, int deflate, hsize_t written, const int64_t *labels) {
+    if (H5Lexists(f, name, H5P_DEFAULT) > 0) CHECK(H5Ldelete(f, name, H5P_DEFAULT) >= 0);
+    hid_t sp = H5Screate_simple(rank, dims, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hsize_t chunk[4] = {chunk_items, 0, 0, 0}, cnt[4] = {written, 0, 0, 0}, off[4] = {0};
+    size_t item = 1;
+    for (int i = 1; i < rank; i++) chunk[i] = cnt[i] = dims[i], item *= dims[i];
+    if (chunk_items) CHECK(H5Pset_chunk(dcpl, rank, chunk) >= 0);
+    if (deflate) CHECK(H5Pset_deflate(dcpl, 6) >= 0);
+    hid_t d = H5Dcreate2(f, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    CHECK(d >= 0);
+    int64_t *v = xmalloc((size_t)written * item * sizeof *v);
+    for (size_t i = 0; i < (size_t)written * item; i++) v[i] = labels ? labels[i] : (int64_t)(i / item);
+    hid_t ms = H5Screate_simple(rank, cnt, NULL);
+    CHECK(H5Sselect_hyperslab(sp, H5S_SELECT_SET, off, NULL, cnt, NULL) >= 0);
+    CHECK(H5Dwrite(d, H5T_NATIVE_INT64, ms, sp, H5P_DEFAULT, v) >= 0);
+    free(v);
+    H5Sclose(ms);
+    H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+}
 static hid_t str_type(void) {
     hid_t t = H5Tcopy(H5T_C_S1);
     H5Tset_size(t, 8);
@@ -202,13 +230,15 @@ static hid_t str_type(void) {
 
 typedef enum {
     L_CACHE,      // latent_cache_open
+    L_CACHE_READ, // latent_cache_open, then the first and last items read
     L_ATTRS_VAE,  // ckpt_read_attrs(kind "vae")
     L_VAE,        // vae_load
     L_VAE_OPTIM,  // ckpt_read_group("optim/m") with the tiny VAE's table
     L_UNET,       // unet_load("model")
     L_UNET_EMA,   // unet_load("ema")
 } Loader;
-static const char *loader_name[] = {"latent_cache_open", "ckpt_read_attrs(vae)", "vae_load",
+static const char *loader_name[] = {"latent_cache_open", "latent_cache_read(_items)",
+                                    "ckpt_read_attrs(vae)", "vae_load",
                                     "ckpt_read_group(optim/m)", "unet_load(model)",
                                     "unet_load(ema)"};
 
@@ -220,9 +250,27 @@ static int load(Loader l, const char *path) {
         if (rc == 0) latent_cache_close(&c);
         return rc;
     }
+    case L_CACHE_READ: {
+        LatentCache c;
+        if (latent_cache_open(&c, path)) return -1;
+        // The ends of the cache, both ways; nothing proportional to N.
+        size_t item = (size_t)c.Z * c.h * c.w;
+        float *m = xmalloc(4 * item * sizeof(float)), *l = xmalloc(4 * item * sizeof(float));
+        int32_t lab[4];
+        int64_t idx[4] = {c.N - 1, 0, c.N / 2, c.N - 1};
+        int rc = latent_cache_read(&c, 0, 1, m, l, lab) || latent_cache_read(&c, c.N - 1, 1, m, l, lab) ||
+                 latent_cache_read_items(&c, idx, 4, m, l, lab);
+        // Item i holds i where written (put_items), the fill value 0 elsewhere.
+        if (rc == 0 && c.N > 4 && (m[0] != 0 || m[item] != 0)) rc = 1;
+        free(m), free(l);
+        latent_cache_close(&c);
+        return rc ? -1 : 0;
+    }
     case L_ATTRS_VAE: {
-        Attrs a;
-        return ckpt_read_attrs(path, "vae", &a);
+        Attrs *a = xmalloc(sizeof *a);
+        int rc = ckpt_read_attrs(path, "vae", a);
+        free(a);
+        return rc;
     }
     case L_VAE: {
         Vae v;
@@ -367,6 +415,69 @@ static void cache_cases(void) {
     expect(begin(good_unet), "a UNet checkpoint (other stage)", L_CACHE, -1);
     expect(begin(NULL), "an empty HDF5 file", L_CACHE, -1);
     H5Tclose(st);
+
+    // Layouts and label types of other tools.
+    expect(begin(good_cache), "the valid cache, read (control)", L_CACHE_READ, 0);
+    f = begin(good_cache), put_items(f, "mean", H5T_IEEE_F32LE, 4, d4, 0, 0, 4, NULL),
+    put_items(f, "logvar", H5T_IEEE_F64LE, 4, d4, 0, 0, 4, NULL);
+    expect(f, "contiguous mean and (float64) logvar", L_CACHE_READ, 0);
+    f = begin(good_cache), put_items(f, "mean", H5T_IEEE_F32LE, 4, d4, 3, 1, 4, NULL),
+    put_items(f, "logvar", H5T_IEEE_F32LE, 4, d4, 3, 1, 4, NULL);
+    expect(f, "deflated chunks of 3 items", L_CACHE_READ, 0);
+    int64_t small[4] = {0, 1, 2, 255}, big[4] = {0, 1, 3000000000LL, 3};
+    f = begin(good_cache), put_items(f, "labels", H5T_STD_U8LE, 1, &four, 0, 0, 4, small);
+    expect(f, "uint8 labels", L_CACHE_READ, 0);
+    f = begin(good_cache), put_items(f, "labels", H5T_STD_I64LE, 1, &four, 2, 0, 4, small);
+    expect(f, "int64 labels", L_CACHE_READ, 0);
+    f = begin(good_cache), put_items(f, "labels", H5T_STD_U32LE, 1, &four, 0, 0, 4, big);
+    expect(f, "uint32 labels with 3,000,000,000 (item 2)", L_CACHE, 0);
+    f = begin(good_cache), put_items(f, "labels", H5T_STD_U32LE, 1, &four, 0, 0, 4, big);
+    expect(f, "uint32 labels with 3,000,000,000 (item 2), read", L_CACHE_READ, -1);
+    // More items than int holds, declared in the dataspace, the first chunk
+    // written: handled (nothing proportional to N is allocated).
+    hsize_t n31[4] = {((hsize_t)1 << 31) + 1, 2, 2, 2}, n31lab = n31[0];
+    f = begin(good_cache), put_items(f, "mean", H5T_IEEE_F32LE, 4, n31, 4, 0, 4, NULL),
+    put_items(f, "logvar", H5T_IEEE_F32LE, 4, n31, 4, 0, 4, NULL),
+    put_items(f, "labels", H5T_STD_I32LE, 1, &n31lab, 4, 0, 4, small);
+    expect(f, "2^31 + 1 items, the first 4 written", L_CACHE_READ, 0);
+    f = begin(good_cache), put_items(f, "mean", H5T_IEEE_F32LE, 4, n31, 4, 0, 4, NULL),
+    put_items(f, "logvar", H5T_IEEE_F32LE, 4, n31, 4, 0, 4, NULL);
+    expect(f, "2^31 + 1 items but 4 labels", L_CACHE, -1);
+    hsize_t n40[4] = {(hsize_t)1 << 40, 2, 2, 2};
+    f = begin(good_cache), put_items(f, "mean", H5T_IEEE_F32LE, 4, n40, 4, 0, 4, NULL),
+    put_items(f, "logvar", H5T_IEEE_F32LE, 4, n40, 4, 0, 4, NULL), unlink_obj(f, "labels");
+    expect(f, "2^40 items, the first 4 written", L_CACHE, -1);
+    f = begin(good_cache), put_dset(f, "labels", H5T_NATIVE_INT32, 1, &four);
+    expect(f, "labels declared, never written", L_CACHE, -1);
+    char *longs = xmalloc(ATTR_STR_MAX + 1);
+    memset(longs, 'x', ATTR_STR_MAX);
+    longs[ATTR_STR_MAX] = '\0';
+    f = begin(good_cache), put_str(f, "source", longs);
+    expect(f, "source of 4096 characters", L_CACHE, -1);
+    longs[ATTR_STR_MAX - 1] = '\0';
+    f = begin(good_cache), put_str(f, "source", longs);
+    expect(f, "source of 4095 characters (control)", L_CACHE, 0);
+    free(longs);
+}
+
+// NaN, negative and huge values of each attribute in keys[] (NULL-ended).
+static void bad_values(const char *base, Loader l, const char *const *keys) {
+    for (int k = 0; keys[k]; k++) {
+        char what[96];
+        hid_t f;
+        snprintf(what, sizeof what, "%s NaN", keys[k]);
+        f = begin(base), put_double(f, keys[k], NAN);
+        expect(f, what, l, -1);
+        snprintf(what, sizeof what, "%s -1", keys[k]);
+        f = begin(base), put_int(f, keys[k], -1);
+        expect(f, what, l, -1);
+        snprintf(what, sizeof what, "%s 2^40", keys[k]);
+        f = begin(base), put_int(f, keys[k], (int64_t)1 << 40);
+        expect(f, what, l, -1);
+        snprintf(what, sizeof what, "%s 1e300", keys[k]);
+        f = begin(base), put_double(f, keys[k], 1e300);
+        expect(f, what, l, -1);
+    }
 }
 
 static void vae_cases(void) {
@@ -444,6 +555,14 @@ static void vae_cases(void) {
     expect(f, "/optim/m/decoder.8.bias (2) instead of (1)", L_VAE_OPTIM, -1);
     f = begin(good_vae), unlink_obj(f, "optim");
     expect(f, "/optim missing", L_VAE_OPTIM, -1);
+    char *longs = xmalloc(5001);
+    memset(longs, 'v', 5000);
+    longs[5000] = '\0';
+    f = begin(good_vae), put_str(f, "source", longs);
+    expect(f, "an attribute of 5000 characters", L_ATTRS_VAE, -1);
+    free(longs);
+    bad_values(good_vae, L_VAE, (const char *[]){"in_channels", "image_size", "base_channels",
+                                                 "latent_channels", "kl_weight", NULL});
 }
 
 static void unet_cases(void) {
@@ -500,6 +619,9 @@ static void unet_cases(void) {
     expect(f, "/ema/conv_in.weight float64 of shape (5)", L_UNET_EMA, -1);
     f = begin(good_unet), put_dset(f, "model/out_conv.bias", H5T_NATIVE_FLOAT, 1, (hsize_t[]){(hsize_t)1 << 50});
     expect(f, "/model/out_conv.bias of 2^50 floats", L_UNET, -1);
+    bad_values(good_unet, L_UNET, (const char *[]){"latent_channels", "latent_size", "base_channels",
+                                                   "num_res_blocks", "num_heads", "temb_dim",
+                                                   "time_dim", NULL});
 }
 
 int main(int argc, char **argv) {

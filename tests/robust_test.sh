@@ -207,5 +207,44 @@ check "ldm-train under ulimit -f: exit 1 (got $rc) with a message" \
 check "... the previous checkpoint is byte-identical, no temporary left" cmp -s "$T/u2.h5" "$T/u2.before"
 check "... no temporary file left" no_tmp "$T/u2.h5"
 
+# ---------------------------------------------------------------- streaming
+# A 100-image IDX file (the first 100 of fashion-mnist-test, header count
+# patched), so that a short run crosses epochs (90 training items, batch 16:
+# 6 steps an epoch).
+FM=/usr/share/datasets/fashion-mnist
+zcat $FM/t10k-images-idx3-ubyte.gz | head -c $((16 + 100 * 784)) >"$T/small-images-idx3-ubyte"
+printf '\000\000\000\144' | dd of="$T/small-images-idx3-ubyte" bs=1 seek=4 conv=notrunc 2>/dev/null
+run se "$B/vae-encode" --vae "$T/v1.h5" --data "$T/small-images-idx3-ubyte" --out "$T/small.h5" --threads 1
+check "vae-encode of a 100-image IDX file" ok se
+S="--latents $T/small.h5 --base-channels 16 --batch 16 --threads 2 --eval-every 5"
+run ss "$B/ldm-train" $S --out "$T/us.h5" --steps 14
+run sm "$B/ldm-train" $S --out "$T/um.h5" --steps 14 --in-memory
+check "ldm-train streamed and --in-memory, 14 steps over 3 epochs" ok ss
+check "... bit-identical checkpoints (streamed vs in memory)" same_ckpt "$T/us.h5" "$T/um.h5"
+check "... same losses at every step" same_losses "$T/us.h5.log.jsonl" "$T/um.h5.log.jsonl"
+run sr1 "$B/ldm-train" $S --out "$T/usr.h5" --steps 9 --in-memory
+run sr2 "$B/ldm-train" $S --out "$T/usr.h5" --steps 14 --resume
+check "... in memory to step 9 (mid-epoch), streamed --resume to 14: bit-identical" same_ckpt "$T/us.h5" "$T/usr.h5"
+check "the loss plot is written beside the checkpoint" \
+    test "$(head -c 4 "$T/us.loss.png" | od -An -c | tr -d ' ')" = '211PNG'
+run ss2 "$B/ldm-train" $S --out "$T/us.h5" --steps 3
+check "a fresh run over an old one starts a fresh log (3 records) and keeps the old one aside" \
+    test "$(grep -c '"loss"' "$T/us.h5.log.jsonl")" -eq 3 -a "$(grep -c '"loss"' "$T/us.h5.log.jsonl.prev")" -eq 14
+
+# The cache is truncated while a run streams from it: a message naming the
+# cache, a non-zero exit, the checkpoint untouched.
+cp "$T/lat.h5" "$T/latcut.h5"
+run ct0 "$B/ldm-train" --latents "$T/latcut.h5" --base-channels 16 --batch 16 --threads 1 --out "$T/ucut.h5" --steps 2
+cp "$T/ucut.h5" "$T/ucut.before"
+"$B/ldm-train" --latents "$T/latcut.h5" --threads 1 --out "$T/ucut.h5" --steps 1000000 --ckpt-every 1000000 --resume >"$T/ct.err" 2>&1 &
+pid=$!
+wait_lines "$T/ucut.h5.log.jsonl" 5
+truncate -s 65536 "$T/latcut.h5"
+i=0; while kill -0 $pid 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+kill -9 $pid 2>/dev/null; wait $pid; rc=$?
+check "ldm-train on a cache truncated mid-run: exit 1 (got $rc) naming the cache" \
+    test $rc -eq 1 -a -n "$(grep "latcut.h5" "$T/ct.err" | grep -i "item")"
+check "... the checkpoint is untouched" cmp -s "$T/ucut.h5" "$T/ucut.before"
+
 echo "robust_test: $fails failure(s)"
 [ $fails -eq 0 ]

@@ -6,6 +6,7 @@
 #include <ftw.h>
 #include <hdf5.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -620,6 +621,594 @@ static void test_cache_hostile(void) {
     cache_case("vae_hash not hex -> -1", s, 0);
 }
 
+// ---------------------------------------------------------------- caches of other tools
+
+// The messages of failing calls: stderr (fd 2) goes to a temporary file.
+static char captured[16384];
+static int saved_fd = -1;
+static FILE *capture_file;
+
+static void capture_begin(void) {
+    fflush(stderr);
+    capture_file = tmpfile();
+    CHECK(capture_file != NULL);
+    saved_fd = dup(2);
+    CHECK(saved_fd >= 0 && dup2(fileno(capture_file), 2) >= 0);
+}
+
+static void capture_end(void) {
+    fflush(stderr);
+    dup2(saved_fd, 2);
+    close(saved_fd);
+    rewind(capture_file);
+    size_t n = fread(captured, 1, sizeof captured - 1, capture_file);
+    captured[n] = '\0';
+    fclose(capture_file);
+}
+
+// rc must be -1 with a message holding each non-NULL needle.
+static void expect_refused(const char *what, int rc, const char *needle1, const char *needle2,
+                           const char *needle3) {
+    int ok = rc == -1 && strstr(captured, "error: ") && (!needle1 || strstr(captured, needle1)) &&
+             (!needle2 || strstr(captured, needle2)) && (!needle3 || strstr(captured, needle3));
+    check_true(what, ok);
+    printf("     %.300s%s", captured[0] ? captured : "(no message)\n",
+           strlen(captured) > 300 ? "...\n" : "");
+}
+
+enum { FN = 37, FZ = 2, FH = 2, FW = 2, FE = FZ * FH * FW };
+enum { STR_NULLTERM, STR_NULLPAD, STR_SPACEPAD, STR_VLEN_UTF8 };
+
+// A cache as another tool might write it, with values that say where they
+// came from: mean[i][j] = i + j / 100, logvar = -mean, labels[i] = i % 7.
+typedef struct {
+    int layout;          // 0: contiguous, 1: chunked 5 items a chunk, 2: and deflated
+    hid_t label_type;    // -1: no labels
+    int big_label_at;    // -1, or the item whose label is 3,000,000,000
+    int strings;         // STR_*
+    const char *source;  // NULL: "elsewhere"
+    int extras;          // also an array attribute and a 10,000-character string
+    // hostile attribute values, used when `bad` names the attribute
+    const char *bad;
+    hid_t bad_type;
+    double bad_value;
+} Foreign;
+
+static Foreign foreign(void) {
+    return (Foreign){.label_type = H5T_STD_I64LE, .big_label_at = -1, .strings = STR_VLEN_UTF8};
+}
+
+static float fmean(int i, int j) { return (float)i + (float)j / 100.0f; }
+
+// A scalar numeric attribute stored as `type`, from the double v.
+static void put_num(hid_t f, const char *name, hid_t type, double v) {
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(f, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
+    CHECK(a >= 0);
+    if (H5Tget_class(type) == H5T_FLOAT) {
+        CHECK(H5Awrite(a, H5T_NATIVE_DOUBLE, &v) >= 0);
+    } else {
+        int64_t i = (int64_t)v;
+        CHECK(H5Awrite(a, H5T_NATIVE_INT64, &i) >= 0);
+    }
+    H5Aclose(a);
+    H5Sclose(sp);
+}
+
+// A string attribute in one of the STR_* styles.
+static void put_string(hid_t f, const char *name, const char *v, int style) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    size_t len = strlen(v);
+    char *buf = NULL;
+    if (style == STR_VLEN_UTF8) {
+        H5Tset_size(t, H5T_VARIABLE);
+        H5Tset_cset(t, H5T_CSET_UTF8);
+    } else {
+        // Room for padding after the value, as fixed-width writers leave.
+        size_t width = len + 3;
+        buf = xcalloc(width, 1);
+        memcpy(buf, v, len);
+        if (style == STR_SPACEPAD) memset(buf + len, ' ', width - len);
+        H5Tset_size(t, width);
+        H5Tset_strpad(t, style == STR_NULLTERM ? H5T_STR_NULLTERM
+                         : style == STR_NULLPAD ? H5T_STR_NULLPAD : H5T_STR_SPACEPAD);
+    }
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(f, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    CHECK(a >= 0);
+    CHECK(H5Awrite(a, t, buf ? (const void *)buf : (const void *)&v) >= 0);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
+    free(buf);
+}
+
+static void put_data(hid_t f, const char *name, hid_t ftype, hid_t mtype, int rank,
+                     const hsize_t *dims, int layout, const void *buf) {
+    hid_t sp = H5Screate_simple(rank, dims, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (layout) {
+        hsize_t chunk[4] = {5, dims[1], dims[2], dims[3]};
+        H5Pset_chunk(dcpl, rank, chunk);
+        if (layout == 2) H5Pset_deflate(dcpl, 6);
+    }
+    hid_t d = H5Dcreate2(f, name, ftype, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    CHECK(d >= 0 && H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0);
+    H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+}
+
+static void write_foreign(const char *path, Foreign s) {
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    CHECK(f >= 0);
+    static float mean[FN * FE], logvar[FN * FE];
+    for (int i = 0; i < FN; i++)
+        for (int j = 0; j < FE; j++) mean[i * FE + j] = fmean(i, j), logvar[i * FE + j] = -fmean(i, j);
+    hsize_t dims[4] = {FN, FZ, FH, FW};
+    put_data(f, "mean", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4, dims, s.layout, mean);
+    put_data(f, "logvar", H5T_IEEE_F64BE, H5T_NATIVE_FLOAT, 4, dims, s.layout, logvar);
+    if (s.label_type >= 0) {
+        int64_t lab[FN];
+        for (int i = 0; i < FN; i++) lab[i] = i == s.big_label_at ? 3000000000LL : i % 7;
+        put_data(f, "labels", s.label_type, H5T_NATIVE_INT64, 1, dims, s.layout, lab);
+    }
+    // Other widths than ours: float32, uint16, int8.
+    const char *nums[3] = {"scale_factor", "image_size", "in_channels"};
+    hid_t types[3] = {H5T_IEEE_F32LE, H5T_STD_U16LE, H5T_STD_I8LE};
+    double vals[3] = {0.5, 8, 3};
+    for (int k = 0; k < 3; k++) {
+        if (s.bad && !strcmp(s.bad, nums[k])) put_num(f, nums[k], s.bad_type, s.bad_value);
+        else put_num(f, nums[k], types[k], vals[k]);
+    }
+    put_string(f, "source", s.source ? s.source : "elsewhere", s.strings);
+    put_string(f, "vae_hash", "00112233aabbccdd", s.strings);
+    if (s.extras) {
+        hsize_t two = 2;
+        hid_t sp = H5Screate_simple(1, &two, NULL);
+        hid_t a = H5Acreate2(f, "history", H5T_NATIVE_INT, sp, H5P_DEFAULT, H5P_DEFAULT);
+        CHECK(a >= 0 && H5Awrite(a, H5T_NATIVE_INT, (int[]){1, 2}) >= 0);
+        H5Aclose(a);
+        H5Sclose(sp);
+        char *notes = xmalloc(10001);
+        memset(notes, 'n', 10000);
+        notes[10000] = '\0';
+        put_string(f, "notes", notes, STR_VLEN_UTF8);
+        free(notes);
+    }
+    H5Fclose(f);
+}
+
+// Every item of an open foreign cache, read whole and through read_items in a
+// shuffled order with duplicates, holds the values write_foreign() gave it.
+static int foreign_values_ok(LatentCache *c, int labelled) {
+    float m[FN * FE], l[FN * FE];
+    int32_t lab[FN];
+    if (latent_cache_read(c, 0, FN, m, l, lab) != 0) return 0;
+    for (int i = 0; i < FN; i++) {
+        for (int j = 0; j < FE; j++)
+            if (m[i * FE + j] != fmean(i, j) || l[i * FE + j] != -fmean(i, j)) return 0;
+        if (labelled && lab[i] != i % 7) return 0;
+    }
+    int64_t idx[50];
+    for (int k = 0; k < 50; k++) idx[k] = (k * 13 + 5) % FN; // all items, some twice
+    idx[49] = idx[0];
+    float m2[50 * FE], l2[50 * FE];
+    int32_t lab2[50];
+    if (latent_cache_read_items(c, idx, 50, m2, l2, lab2) != 0) return 0;
+    for (int k = 0; k < 50; k++) {
+        float one_m[FE], one_l[FE];
+        int32_t one_lab = -1;
+        if (latent_cache_read(c, idx[k], 1, one_m, one_l, &one_lab) != 0) return 0;
+        if (memcmp(one_m, m2 + k * FE, sizeof one_m) || memcmp(one_l, l2 + k * FE, sizeof one_l))
+            return 0;
+        if (labelled && one_lab != lab2[k]) return 0;
+    }
+    return 1;
+}
+
+// Opens `s` written to a fresh file and checks every value; 1 if all is well.
+static int foreign_loads(Foreign s) {
+    const char *path = tpath("foreign.h5");
+    write_foreign(path, s);
+    LatentCache c;
+    if (latent_cache_open(&c, path) != 0) return 0;
+    int ok = c.N == FN && c.Z == FZ && c.h == FH && c.w == FW && c.scale_factor == 0.5 &&
+             c.image_size == 8 && c.in_channels == 3 && !strcmp(c.vae_hash, "00112233aabbccdd") &&
+             !strcmp(c.source, s.source ? s.source : "elsewhere") &&
+             foreign_values_ok(&c, s.label_type >= 0);
+    latent_cache_close(&c);
+    return ok;
+}
+
+static void test_cache_foreign(void) {
+    const char *layouts[3] = {"contiguous", "chunked", "chunked and deflated"};
+    const char *styles[4] = {"fixed NULLTERM", "fixed NULLPAD", "fixed SPACEPAD",
+                             "variable-length UTF-8 (h5py)"};
+    for (int layout = 0; layout < 3; layout++)
+        for (int st = 0; st < 4; st++) {
+            Foreign s = foreign();
+            s.layout = layout, s.strings = st;
+            char what[160];
+            snprintf(what, sizeof what, "foreign cache, %s datasets, %s strings: every item "
+                     "reads back, read_items == read", layouts[layout], styles[st]);
+            check_true(what, foreign_loads(s));
+        }
+    hid_t ltypes[5] = {H5T_STD_U8LE, H5T_STD_I8LE, H5T_STD_I64BE, H5T_STD_U32LE, H5T_STD_U64LE};
+    const char *lnames[5] = {"uint8", "int8", "int64 (big-endian)", "uint32", "uint64"};
+    for (int k = 0; k < 5; k++) {
+        Foreign s = foreign();
+        s.label_type = ltypes[k], s.layout = 1;
+        char what[96];
+        snprintf(what, sizeof what, "labels stored as %s load as int32", lnames[k]);
+        check_true(what, foreign_loads(s));
+    }
+    Foreign s = foreign();
+    s.label_type = -1, s.extras = 1;
+    check_true("no labels, and attributes of its own (an array, a 10,000-character string): "
+               "loads", foreign_loads(s));
+    s = foreign();
+    s.source = "data/ünïcödé ☃ folder";
+    check_true("a UTF-8 source reads back exactly", foreign_loads(s));
+
+    // A label that does not fit int32: the items around it read, it does not.
+    const char *path = tpath("biglabel.h5");
+    s = foreign();
+    s.label_type = H5T_STD_U32LE, s.big_label_at = 5;
+    write_foreign(path, s);
+    LatentCache c;
+    if (check_true("a cache with a uint32 label of 3,000,000,000 opens",
+                   latent_cache_open(&c, path) == 0)) {
+        float m[FN * FE], l[FN * FE];
+        int32_t lab[FN];
+        capture_begin();
+        int rc = latent_cache_read(&c, 0, 10, m, l, lab);
+        capture_end();
+        expect_refused("reading items 0..9 (label of item 5 > INT32_MAX) -> -1, names file "
+                       "and item", rc, path, "item 5", "int32");
+        check_true("  ... items 6..36 read", latent_cache_read(&c, 6, FN - 6, m, l, lab) == 0 &&
+                                             lab[0] == 6 % 7);
+        capture_begin();
+        rc = latent_cache_read_items(&c, (int64_t[]){9, 5, 2}, 3, m, l, lab);
+        capture_end();
+        expect_refused("read_items {9, 5, 2} -> -1, names file and item", rc, path, "item 5", NULL);
+        check_true("  ... the labels need not be read: labels NULL reads",
+                   latent_cache_read(&c, 0, 10, m, l, NULL) == 0);
+        latent_cache_close(&c);
+    }
+
+    // Strings are never truncated: 4095 bytes fit exactly, 4096 are refused.
+    char *longs = xmalloc(ATTR_STR_MAX + 2);
+    memset(longs, 's', ATTR_STR_MAX + 1);
+    longs[ATTR_STR_MAX - 1] = '\0';
+    s = foreign();
+    s.source = longs;
+    check_true("a source of 4095 characters reads back whole", foreign_loads(s));
+    for (int st = STR_NULLTERM; st <= STR_VLEN_UTF8; st += STR_VLEN_UTF8) {
+        longs[ATTR_STR_MAX - 1] = 's';
+        longs[ATTR_STR_MAX] = '\0';
+        s = foreign();
+        s.source = longs, s.strings = st;
+        write_foreign(path, s);
+        capture_begin();
+        int rc = latent_cache_open(&c, path);
+        capture_end();
+        if (rc == 0) latent_cache_close(&c);
+        char what[96];
+        snprintf(what, sizeof what, "a source of 4096 characters (%s) -> -1, names file and "
+                 "attribute", styles[st]);
+        expect_refused(what, rc, path, "'source'", "4095");
+    }
+    LatentCacheWriter w;
+    float z[FE] = {0};
+    CHECK(latent_cache_create(&w, path, 1, FZ, FH, FW, 0) == 0);
+    CHECK(latent_cache_append(&w, z, z, NULL, 1) == 0);
+    capture_begin();
+    int rc = latent_cache_finish(&w, 1, 8, 1, longs, "0123456789abcdef");
+    capture_end();
+    expect_refused("writing a source of 4096 characters -> -1, names the attribute", rc,
+                   "'source'", "4095", NULL);
+    check_true("  ... and leaves no temporary file", !has_tmp_files(tmpdir));
+    free(longs);
+
+    // Hostile values of each attribute the cache validates: refused, naming
+    // the file and the attribute.
+    struct {
+        const char *key;
+        hid_t type;
+        double v;
+    } bad[] = {
+        {"scale_factor", H5T_NATIVE_DOUBLE, NAN},   {"scale_factor", H5T_NATIVE_DOUBLE, -0.5},
+        {"scale_factor", H5T_NATIVE_DOUBLE, 0},     {"scale_factor", H5T_NATIVE_DOUBLE, INFINITY},
+        {"scale_factor", H5T_NATIVE_DOUBLE, 1e300}, {"image_size", H5T_NATIVE_DOUBLE, NAN},
+        {"image_size", H5T_NATIVE_DOUBLE, 8.0},     {"image_size", H5T_STD_I64LE, -8},
+        {"image_size", H5T_STD_I64LE, 0x1p40},      {"image_size", H5T_STD_I64LE, 0x1p31},
+        {"in_channels", H5T_NATIVE_DOUBLE, NAN},    {"in_channels", H5T_STD_I64LE, -1},
+        {"in_channels", H5T_STD_I64LE, 0x1p40},     {"in_channels", H5T_STD_I8LE, 2},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        s = foreign();
+        s.bad = bad[k].key, s.bad_type = bad[k].type, s.bad_value = bad[k].v;
+        write_foreign(path, s);
+        capture_begin();
+        rc = latent_cache_open(&c, path);
+        capture_end();
+        if (rc == 0) latent_cache_close(&c);
+        char what[128], needle[64];
+        snprintf(what, sizeof what, "%s = %g (%s) -> -1, names file and attribute", bad[k].key,
+                 bad[k].v, H5Tget_class(bad[k].type) == H5T_FLOAT ? "float" : "integer");
+        snprintf(needle, sizeof needle, "'%s'", bad[k].key);
+        expect_refused(what, rc, path, needle, NULL);
+    }
+    unlink(path);
+}
+
+// A cache that shrinks or disappears while open.
+static void test_cache_changed_while_open(void) {
+    enum { N = 4000, Z = 4, H = 4, W = 4, E = Z * H * W };
+    const char *path = tpath("shrinks.h5");
+    LatentCacheWriter w;
+    float *m = xmalloc((size_t)N * E * sizeof(float)), *l = xmalloc((size_t)N * E * sizeof(float));
+    fill(m, (size_t)N * E, 1.0f);
+    fill(l, (size_t)N * E, -1.0f);
+    CHECK(latent_cache_create(&w, path, N, Z, H, W, 0) == 0);
+    CHECK(latent_cache_append(&w, m, l, NULL, N) == 0);
+    CHECK(latent_cache_finish(&w, 1, 8, 1, "x", "0123456789abcdef") == 0);
+    LatentCache c;
+    CHECK(latent_cache_open(&c, path) == 0);
+    float gm[2 * E], gl[2 * E];
+    CHECK(latent_cache_read(&c, N - 2, 2, gm, gl, NULL) == 0);
+    struct stat st;
+    CHECK(stat(path, &st) == 0 && truncate(path, st.st_size / 3) == 0);
+    capture_begin();
+    int rc = latent_cache_read(&c, N - 2, 2, gm, gl, NULL);
+    capture_end();
+    expect_refused("reading items 3998..3999 after the file was truncated -> -1, names file "
+                   "and items", rc, path, "3998..3999", "shrank");
+    capture_begin();
+    rc = latent_cache_read_items(&c, (int64_t[]){3999, 10}, 2, gm, gl, NULL);
+    capture_end();
+    expect_refused("read_items after truncation -> -1, names file and items", rc, path,
+                   "10..3999", NULL);
+    latent_cache_close(&c);
+
+    // Deleted (or replaced by a rename) while open: the open file is still
+    // the one read, whole.
+    CHECK(latent_cache_create(&w, path, N, Z, H, W, 0) == 0);
+    CHECK(latent_cache_append(&w, m, l, NULL, N) == 0);
+    CHECK(latent_cache_finish(&w, 1, 8, 1, "x", "0123456789abcdef") == 0);
+    CHECK(latent_cache_open(&c, path) == 0);
+    unlink(path);
+    rc = latent_cache_read_items(&c, (int64_t[]){3999, 0}, 2, gm, gl, NULL);
+    check_true("a cache deleted while open still reads (the open file)",
+               rc == 0 && !memcmp(gm, m + (size_t)3999 * E, E * sizeof(float)) &&
+                   !memcmp(gl + E, l, E * sizeof(float)));
+    latent_cache_close(&c);
+    free(m);
+    free(l);
+}
+
+// read_items on a background thread while this thread writes and reads
+// other caches: HDF5 is thread-safe; the results must be exact.
+typedef struct {
+    LatentCache *c;
+    int ok;
+} ReaderJob;
+
+static void *reader_thread(void *arg) {
+    ReaderJob *j = arg;
+    enum { B = 64 };
+    int64_t idx[B];
+    float m[B * FE], l[B * FE];
+    int32_t lab[B];
+    j->ok = 1;
+    for (int r = 0; r < 200 && j->ok; r++) {
+        for (int k = 0; k < B; k++) idx[k] = (int64_t)((r * 31 + k * 17) % FN);
+        if (latent_cache_read_items(j->c, idx, B, m, l, lab) != 0) j->ok = 0;
+        for (int k = 0; k < B && j->ok; k++)
+            j->ok = m[k * FE + 3] == fmean((int)idx[k], 3) && lab[k] == idx[k] % 7;
+    }
+    return NULL;
+}
+
+static void test_cache_threads(void) {
+    const char *path = tpath("threaded.h5");
+    Foreign s = foreign();
+    s.layout = 2;
+    write_foreign(path, s);
+    LatentCache c;
+    CHECK(latent_cache_open(&c, path) == 0);
+    ReaderJob job = {&c, 0};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, reader_thread, &job) == 0);
+    int main_ok = 1;
+    for (int r = 0; r < 20; r++) {
+        const char *p2 = tpath("main_thread.h5");
+        LatentCacheWriter w;
+        float z[3 * FE];
+        fill(z, 3 * FE, (float)r);
+        main_ok &= latent_cache_create(&w, p2, 3, FZ, FH, FW, 0) == 0 &&
+                   latent_cache_append(&w, z, z, NULL, 3) == 0 &&
+                   latent_cache_finish(&w, 1, 8, 1, "x", "0123456789abcdef") == 0;
+        LatentCache c2;
+        float back[FE], back2[FE];
+        main_ok &= latent_cache_open(&c2, p2) == 0 &&
+                   latent_cache_read(&c2, 2, 1, back, back2, NULL) == 0 &&
+                   !memcmp(back, z + 2 * FE, sizeof back);
+        latent_cache_close(&c2);
+    }
+    pthread_join(th, NULL);
+    latent_cache_close(&c);
+    check_true("read_items on a background thread while the main thread writes and reads "
+               "caches: exact on both", job.ok && main_ok);
+}
+
+// ---------------------------------------------------------------- streamed folders
+// (after the capture helpers above)
+
+// n PNGs in dir with varied sizes (some resized, some grey) and content;
+// image i is "<dir>/img<i / 10><i % 10>.png" so sorted order is i's.
+static void write_png_folder(const char *dir, int n) {
+    CHECK(mkdir(dir, 0755) == 0);
+    char path[512];
+    for (int i = 0; i < n; i++) {
+        int w = 4 + i % 5, h = 4 + (i * 3) % 7, ch = i % 4 == 3 ? 1 : 3;
+        uint8_t px[10 * 10 * 3]; // (h, w, ch)
+        for (int k = 0; k < w * h * ch; k++) px[k] = (uint8_t)(i * 37 + k * 11 + (k * k) % 13);
+        snprintf(path, sizeof path, "%s/img%02d.png", dir, i);
+        CHECK(png_write(path, px, w, h, ch) == 0);
+    }
+}
+
+// Gathers the same idx and flips from a resident and a streamed set; 1 if
+// both succeed with identical floats.
+static int same_batch(ImageSet *res, ImageSet *str, const int *idx, int B, const uint8_t *flip) {
+    const size_t item = (size_t)res->C * res->S * res->S;
+    float *a = xmalloc(B * item * sizeof(float)); // (B, C, S, S)
+    float *b = xmalloc(B * item * sizeof(float)); // (B, C, S, S)
+    int ok = imageset_batch(a, res, idx, B, flip) == 0 && imageset_batch(b, str, idx, B, flip) == 0 &&
+             !memcmp(a, b, B * item * sizeof(float));
+    free(a), free(b);
+    return ok;
+}
+
+static void test_stream_equal(void) {
+    enum { N = 23, S = 4, C = 3, B = 5 };
+    char dir[512]; // tpath() reuses its buffers
+    snprintf(dir, sizeof dir, "%s", tpath("stream"));
+    write_png_folder(dir, N);
+    write_file(tpath("stream/junk.png"), "not a png", 9);
+    const size_t item = (size_t)C * S * S;
+    ImageSet res, str;
+    if (!check_true("stream folder opens resident", imageset_open(&res, dir, S, C, SIZE_MAX) == 0))
+        return;
+    int ok = imageset_open(&str, dir, S, C, 1) == 0;
+    check_true("  ... and streamed with a 1-byte limit", ok);
+    if (!ok) {
+        imageset_free(&res);
+        return;
+    }
+    check_true("resident: pixels held, no stream; streamed: no pixels",
+               res.stream == NULL && res.pixels != NULL && str.stream != NULL && str.pixels == NULL);
+    check_true("both: N=23, the junk file skipped (header) and counted",
+               res.N == N && str.N == N && res.skipped == 1 && str.skipped == 1);
+    check_true("a resident set needs no buffer", imageset_check_memory(&res, B, 1) == 0);
+    capture_begin();
+    int rc = imageset_check_memory(&str, B, 2 * B * item - 1);
+    capture_end();
+    expect_refused("streamed: a limit below 2 batches -> -1 naming the folder and --max-memory",
+                   rc, dir, "--max-memory", NULL);
+    check_true("streamed: a limit of exactly 2 batches -> 0",
+               imageset_check_memory(&str, B, 2 * B * item) == 0);
+
+    // Batches as a training run draws them, through every path of the
+    // stream: prefetched then gathered, gathered cold, prefetched but
+    // never gathered (dropped), the next prefetched before the current is
+    // gathered, duplicates within a batch, and a partial last batch.
+    Rng r;
+    rng_init(&r, 7);
+    int idx[2][B];
+    uint8_t flip[B];
+    int all_same = 1, cur = 0;
+    for (int b = 0; b < B; b++) idx[cur][b] = (int)rng_below(&r, N);
+    for (int step = 0; step < 200; step++) {
+        int nb = step % 17 == 16 ? 2 : B;
+        for (int b = 0; b < B; b++) {
+            idx[!cur][b] = (int)rng_below(&r, N);
+            flip[b] = (uint8_t)rng_below(&r, 2);
+        }
+        if (step % 7 == 3) idx[cur][1] = idx[cur][0];
+        int mode = step % 4;
+        if (mode == 1) imageset_prefetch(&str, idx[!cur], B);       // next before current
+        if (mode == 2) imageset_prefetch(&str, idx[cur], nb);       // current, then gathered
+        all_same &= same_batch(&res, &str, idx[cur], nb, flip);
+        if (mode == 0) imageset_prefetch(&str, idx[!cur], B);       // next, as the tools do
+        if (mode == 3 && step % 8 == 7) imageset_prefetch(&str, idx[cur], B); // dropped later
+        cur = !cur;
+    }
+    check_true("200 batches, every prefetch pattern: streamed floats == resident floats", all_same);
+    // Prefetching much more than the buffer holds: the rest is decoded by
+    // the batch.
+    int many[N];
+    for (int i = 0; i < N; i++) many[i] = N - 1 - i;
+    imageset_prefetch(&str, many, N);
+    check_true("prefetch of all 23 items into a 10-image buffer, then batches: same floats",
+               same_batch(&res, &str, many, B, NULL) && same_batch(&res, &str, many + 18, B, flip));
+    imageset_free(&str);
+    // The first item of the resident set is img00.png, 4x4 RGB: exact.
+    uint8_t a[4 * 4 * 3];
+    for (int k = 0; k < 48; k++) a[k] = (uint8_t)(k * 11 + (k * k) % 13);
+    int exact = 1;
+    for (int c = 0; c < C; c++)
+        for (int p = 0; p < 16; p++) exact &= res.pixels[c * 16 + p] == a[p * 3 + c];
+    check_true("resident item 0 is img00.png exactly", exact);
+    imageset_free(&res);
+}
+
+static void test_stream_failures(void) {
+    enum { N = 12, S = 4, C = 3, B = 4 };
+    char dir[512]; // tpath() reuses its buffers
+    snprintf(dir, sizeof dir, "%s", tpath("stream_fail"));
+    write_png_folder(dir, N);
+    // A PNG cut after its header: stb reads the header, the decode fails.
+    uint8_t px[8 * 8 * 3] = {0};
+    for (int k = 0; k < 192; k++) px[k] = (uint8_t)(k * 29);
+    CHECK(png_write(tpath("cut.png"), px, 8, 8, 3) == 0);
+    FILE *f = fopen(tpath("cut.png"), "rb");
+    uint8_t head[60];
+    CHECK(f && fread(head, 1, sizeof head, f) == sizeof head);
+    fclose(f);
+    write_file(tpath("stream_fail/img99.png"), head, sizeof head);
+    ImageSet res, str;
+    if (check_true("a folder with a cut PNG opens resident", imageset_open(&res, dir, S, C, SIZE_MAX) == 0)) {
+        check_true("  ... resident: the cut PNG is skipped at open", res.N == N && res.skipped == 1);
+        imageset_free(&res);
+    }
+    if (!check_true("  ... and streamed", imageset_open(&str, dir, S, C, 1) == 0)) return;
+    check_true("  ... streamed: its header passes, so it is item 12", str.N == N + 1 && str.skipped == 0);
+    CHECK(imageset_check_memory(&str, B, 2 * B * (size_t)C * S * S) == 0);
+    float out[B * C * S * S]; // (B, C, S, S)
+    int idx[B] = {0, 1, 2, 3};
+    check_true("streamed batch of good items -> 0", imageset_batch(out, &str, idx, B, NULL) == 0);
+
+    int cut[B] = {4, 12, 5, 6};
+    capture_begin();
+    int rc = imageset_batch(out, &str, cut, B, NULL);
+    capture_end();
+    expect_refused("a batch with the cut PNG -> -1 naming the file and item 12", rc, "img99.png",
+                   "item 12", NULL);
+
+    // Removed after open, asked for cold and after a prefetch.
+    char gone[1024];
+    snprintf(gone, sizeof gone, "%s/img07.png", dir);
+    CHECK(unlink(gone) == 0);
+    int with7[B] = {6, 7, 8, 9};
+    capture_begin();
+    rc = imageset_batch(out, &str, with7, B, NULL);
+    capture_end();
+    expect_refused("a file removed after open -> -1 naming it and item 7", rc, "img07.png",
+                   "item 7", NULL);
+    imageset_prefetch(&str, with7, B);
+    capture_begin();
+    rc = imageset_batch(out, &str, with7, B, NULL);
+    capture_end();
+    expect_refused("  ... also when it was prefetched (decoded in the background)", rc,
+                   "img07.png", "item 7", NULL);
+    // Truncated to nothing after open.
+    char trunc[1024];
+    snprintf(trunc, sizeof trunc, "%s/img10.png", dir);
+    CHECK(truncate(trunc, 0) == 0);
+    int with10[2] = {10, 11};
+    imageset_prefetch(&str, with10, 2);
+    capture_begin();
+    rc = imageset_batch(out, &str, with10, 2, NULL);
+    capture_end();
+    expect_refused("a file truncated after open -> -1 naming it and item 10", rc, "img10.png",
+                   "item 10", NULL);
+    check_true("the set goes on serving the intact items", imageset_batch(out, &str, idx, B, NULL) == 0);
+    imageset_free(&str);
+}
+
 static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
     (void)st, (void)flag, (void)ftw;
     return remove(p);
@@ -634,8 +1223,13 @@ int main(void) {
     test_idx_valid();
     test_idx_hostile();
     test_folder();
+    test_stream_equal();
+    test_stream_failures();
     test_cache_roundtrip();
     test_cache_hostile();
+    test_cache_foreign();
+    test_cache_changed_while_open();
+    test_cache_threads();
     test_fashion_split("fashion-mnist", "train", 60000);
     test_fashion_split("fashion-mnist-test", "t10k", 10000);
     test_fashion_variants();

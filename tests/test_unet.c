@@ -8,6 +8,7 @@
 
 #include "common.h"
 #include "layers.h"
+#include "loss.h"
 #include "params.h"
 #include "rng.h"
 #include "schedule.h"
@@ -266,12 +267,14 @@ static void test_unet(void) {
     diffusion_target(v, &s, PRED_V, x0, noise, t, B, nl / B);
     check_close("v target", v, vt, nl, 1e-6);
 
-    float l = diffusion_loss_forward(&u, &s, PRED_EPS, x0, noise, t, B);
-    check_close("q_sample x_t", u.xt, xt, nl, 1e-6);
-    check_close("UNet forward (eps prediction at x_t)", u.pred, pred, nl, 1e-4);
+    DiffusionLoss dl;
+    diffusion_loss_init(&dl, B + 1, nl / B); // B < max_batch, as for the UNet
+    float l = diffusion_loss_forward(&dl, &u, &s, PRED_EPS, x0, noise, t, B);
+    check_close("q_sample x_t", dl.xt, xt, nl, 1e-6);
+    check_close("UNet forward (eps prediction at x_t)", dl.pred, pred, nl, 1e-4);
     check_close("diffusion loss (eps MSE)", &l, loss, 1, 1e-4);
     memset(u.grads, 0, u.table.total * sizeof(float));
-    diffusion_loss_backward(&u);
+    diffusion_loss_backward(&dl, &u);
     check_grads("UNet eps-MSE", &u.table, u.grads, gref, 1e-4);
 
     // A training step (loss and every gradient) is the same at 1 and 2 threads.
@@ -279,19 +282,19 @@ static void test_unet(void) {
     float l1, l2;
     set_threads(1);
     memset(u.grads, 0, u.table.total * sizeof(float));
-    l1 = diffusion_loss_forward(&u, &s, PRED_EPS, x0, noise, t, B);
-    diffusion_loss_backward(&u);
+    l1 = diffusion_loss_forward(&dl, &u, &s, PRED_EPS, x0, noise, t, B);
+    diffusion_loss_backward(&dl, &u);
     memcpy(g1, u.grads, u.table.total * sizeof(float));
     set_threads(2);
     memset(u.grads, 0, u.table.total * sizeof(float));
-    l2 = diffusion_loss_forward(&u, &s, PRED_EPS, x0, noise, t, B);
-    diffusion_loss_backward(&u);
+    l2 = diffusion_loss_forward(&dl, &u, &s, PRED_EPS, x0, noise, t, B);
+    diffusion_loss_backward(&dl, &u);
     check_true("loss and grads bit-identical at 1 and 2 threads",
                l1 == l2 && memcmp(g1, u.grads, u.table.total * sizeof(float)) == 0);
 
     // Gradients accumulate: a second backward doubles them.
-    diffusion_loss_forward(&u, &s, PRED_EPS, x0, noise, t, B);
-    diffusion_loss_backward(&u);
+    diffusion_loss_forward(&dl, &u, &s, PRED_EPS, x0, noise, t, B);
+    diffusion_loss_backward(&dl, &u);
     for (size_t i = 0; i < u.table.total; i++) g1[i] *= 2;
     check_close("backward accumulates into grads", u.grads, g1, u.table.total, 1e-6);
 
@@ -299,6 +302,7 @@ static void test_unet(void) {
     free(t), free(params), free(gref);
     schedule_free(&s);
     golden_table_free(&g);
+    diffusion_loss_free(&dl);
     unet_free(&u);
 }
 
@@ -390,9 +394,11 @@ static void test_unet_s_time_path(void) {
     int t[1] = {321};
     Schedule s;
     CHECK(schedule_init(&s, 1000, "linear") == 0);
+    DiffusionLoss dl;
+    diffusion_loss_init(&dl, 1, nl);
     memset(u.grads, 0, u.table.total * sizeof(float));
-    diffusion_loss_forward(&u, &s, PRED_EPS, x0, noise, t, 1);
-    diffusion_loss_backward(&u);
+    diffusion_loss_forward(&dl, &u, &s, PRED_EPS, x0, noise, t, 1);
+    diffusion_loss_backward(&dl, &u);
     const char *names[] = {"time_embed.0.weight", "time_embed.2.bias",
                            "down.0.res.0.temb_proj.weight", "up.0.res.1.conv1.bias",
                            "mid.res2.temb_proj.bias"};
@@ -405,9 +411,9 @@ static void test_unet_s_time_path(void) {
             if (fabsf(u.grads[j]) > fabsf(u.grads[best])) best = j;
         float keep = u.params[best], h = 1e-2f;
         u.params[best] = keep + h;
-        double lp = diffusion_loss_forward(&u, &s, PRED_EPS, x0, noise, t, 1);
+        double lp = diffusion_loss_forward(&dl, &u, &s, PRED_EPS, x0, noise, t, 1);
         u.params[best] = keep - h;
-        double lm = diffusion_loss_forward(&u, &s, PRED_EPS, x0, noise, t, 1);
+        double lm = diffusion_loss_forward(&dl, &u, &s, PRED_EPS, x0, noise, t, 1);
         u.params[best] = keep;
         double fd = (lp - lm) / (2.0 * (double)h), g = u.grads[best];
         double rel = fabs(fd - g) / fmax(fabs(g), 1e-30);
@@ -439,6 +445,7 @@ static void test_unet_s_time_path(void) {
     free(o1), free(o2);
     free(x0), free(noise);
     schedule_free(&s);
+    diffusion_loss_free(&dl);
     unet_free(&u);
 }
 

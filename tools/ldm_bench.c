@@ -21,6 +21,7 @@
 
 #include "args.h"
 #include "common.h"
+#include "loss.h"
 #include "optim.h"
 #include "rng.h"
 #include "sampler.h"
@@ -151,6 +152,7 @@ static void vae_encode_step(void *ctx) {
 
 typedef struct {
     UNet u;
+    DiffusionLoss loss;
     Schedule s;
     int B;
     size_t P, ln;
@@ -171,6 +173,7 @@ static void unet_bench_init(UNetBench *b, const UNetConfig *cfg, int B, int seed
     b->B = B;
     b->P = b->u.table.total;
     b->ln = (size_t)cfg->latent_channels * cfg->latent_size * cfg->latent_size;
+    diffusion_loss_init(&b->loss, B, b->ln);
     rng_init(&b->rng, (uint64_t)seed);
     params_init_values(&b->u.table, b->u.params, &b->rng);
     size_t n = B * b->ln;
@@ -195,6 +198,7 @@ static void unet_bench_free(UNetBench *b) {
     free(b->mean), free(b->logvar), free(b->x0), free(b->noise), free(b->eps);
     free(b->t), free(b->idx), free(b->m), free(b->v), free(b->ema);
     schedule_free(&b->s);
+    diffusion_loss_free(&b->loss);
     unet_free(&b->u);
 }
 
@@ -216,9 +220,10 @@ static void unet_train_step(void *ctx) {
     draw_latents(b->x0, b->mean, b->logvar, b->idx, b->B, b->ln, 1.0f, &b->rng, b->eps);
     rng_normal_fill(&b->rng, b->noise, b->B * b->ln);
     for (int i = 0; i < b->B; i++) b->t[i] = (int)rng_below(&b->rng, T_STEPS);
-    float loss = diffusion_loss_forward(&b->u, &b->s, PRED_EPS, b->x0, b->noise, b->t, b->B);
+    float loss = diffusion_loss_forward(&b->loss, &b->u, &b->s, PRED_EPS, b->x0, b->noise,
+                                        b->t, b->B);
     memset(b->u.grads, 0, b->P * sizeof(float));
-    diffusion_loss_backward(&b->u);
+    diffusion_loss_backward(&b->loss, &b->u);
     double gnorm = clip_grad_norm(b->u.grads, b->P, 1.0);
     if (!isfinite(loss) || !isfinite(gnorm)) b->nonfinite = 1;
     adam_update(b->u.params, b->u.grads, b->m, b->v, b->P, &b->adamw, ++b->step);

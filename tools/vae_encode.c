@@ -17,13 +17,17 @@ int main(int argc, char **argv) {
     tool_process_init();
     const char *vae_path = NULL, *data = NULL, *out = NULL;
     int batch = 256, seed = 0, threads = default_threads();
+    size_t max_memory = imageset_default_max_memory();
     Opt opts[] = {
-        {"--vae", OPT_STR, &vae_path, "VAE checkpoint from vae-train", 0},
-        {"--data", OPT_STR, &data, "image source (as for vae-train)", 0},
-        {"--out", OPT_STR, &out, "latent cache to write (HDF5)", 0},
-        {"--batch", OPT_INT, &batch, "images encoded at once", 0},
-        {"--seed", OPT_INT, &seed, "seed of the latent draw that sets the scale factor", 0},
-        {"--threads", OPT_INT, &threads, "threads", 0},
+        {"--vae", OPT_STR, &vae_path, "VAE checkpoint from vae-train", 0, NULL, 0, 0},
+        {"--data", OPT_STR, &data, "image source (as for vae-train)", 0, NULL, 0, 0},
+        {"--out", OPT_STR, &out, "latent cache to write (HDF5)", 0, NULL, 0, 0},
+        {"--batch", OPT_INT, &batch, "images encoded at once", 0, NULL, 0, 0},
+        {"--seed", OPT_INT, &seed, "seed of the latent draw that sets the scale factor", 0, NULL, 0, 0},
+        {"--threads", OPT_INT, &threads, "threads", 0, NULL, 0, 0},
+        {"--max-memory", OPT_SIZE, &max_memory, "memory for decoded images, e.g. 512M or 4G: "
+         "a folder that needs more is decoded while encoding; a quarter of the RAM by default",
+         0, NULL, 0, 0},
     };
     int no = sizeof opts / sizeof *opts;
     int rc = args_parse(argc, argv, opts, no, "--vae vae.h5 --data SRC --out latents.h5 [options]");
@@ -34,13 +38,21 @@ int main(int argc, char **argv) {
     set_threads(threads);
     h5_quiet();
 
-    Vae v;
-    Attrs a = {0};
-    if (vae_load(&v, vae_path, batch, &a)) return 1;
-    const VaeConfig *c = &v.cfg;
+    // The image shape comes from the checkpoint and the batch from the data
+    // (never more buffers than images), so the set opens between the two.
+    VaeConfig cfg;
+    Attrs *a = xmalloc(sizeof *a); // large: not on the stack
+    int bad = ckpt_read_attrs(vae_path, "vae", a) || vae_config_from_attrs(&cfg, a, vae_path);
+    free(a);
+    if (bad) return 1;
     ImageSet set;
-    if (imageset_load(&set, data, c->image_size, c->in_channels)) return 1;
+    if (imageset_open(&set, data, cfg.image_size, cfg.in_channels, max_memory)) return 1;
     if (set.skipped) fprintf(stderr, "vae-encode: %d files skipped\n", set.skipped);
+    if (batch > set.N) batch = set.N;
+    if (imageset_check_memory(&set, batch, max_memory)) return 1;
+    Vae v;
+    if (vae_load(&v, vae_path, batch, NULL)) return 1;
+    const VaeConfig *c = &v.cfg;
     int h = vae_latent_size(c);
     size_t img = (size_t)c->in_channels * c->image_size * c->image_size;
     size_t lat = (size_t)c->latent_channels * h * h;
@@ -74,7 +86,15 @@ int main(int argc, char **argv) {
         }
         int b = set.N - i0 < batch ? set.N - i0 : batch;
         for (int i = 0; i < b; i++) idx[i] = i0 + i;
-        imageset_batch(x, &set, idx, b, NULL);
+        if (imageset_batch(x, &set, idx, b, NULL)) {
+            progress_end(&prog);
+            latent_cache_abort(&w);
+            return 1;
+        }
+        // The next batch decodes in the background while this one encodes.
+        int next = set.N - (i0 + b) < batch ? set.N - (i0 + b) : batch;
+        for (int i = 0; i < next; i++) idx[i] = i0 + b + i;
+        imageset_prefetch(&set, idx, next);
         vae_encode(&v, mean, logvar, x, b);
         rng_normal_fill(&rng, eps, b * lat);
         for (size_t j = 0; j < b * lat; j++) {

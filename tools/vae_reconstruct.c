@@ -1,5 +1,6 @@
 // vae-reconstruct: originals beside their reconstructions (decode of the
 // posterior mean) in one PNG grid, and the PSNR over those images.
+#include <math.h>
 #include <string.h>
 
 #include "args.h"
@@ -15,11 +16,11 @@ int main(int argc, char **argv) {
     const char *vae_path = NULL, *data = NULL, *out = "reconstructions.png";
     int n = 64, threads = default_threads();
     Opt opts[] = {
-        {"--vae", OPT_STR, &vae_path, "VAE checkpoint", 0},
-        {"--data", OPT_STR, &data, "image source (e.g. fashion-mnist-test)", 0},
-        {"--n", OPT_INT, &n, "images whose PSNR is measured (the first n of the source); the grid shows up to 64", 0},
-        {"--out", OPT_STR, &out, "grid PNG: each original followed by its reconstruction", 0},
-        {"--threads", OPT_INT, &threads, "threads", 0},
+        {"--vae", OPT_STR, &vae_path, "VAE checkpoint", 0, NULL, 0, 0},
+        {"--data", OPT_STR, &data, "image source (e.g. fashion-mnist-test)", 0, NULL, 0, 0},
+        {"--n", OPT_INT, &n, "images whose PSNR is measured (the first n of the source); the grid shows up to 64", 0, NULL, 1, 1 << 30},
+        {"--out", OPT_STR, &out, "grid PNG: each original followed by its reconstruction", 0, NULL, 0, 0},
+        {"--threads", OPT_INT, &threads, "threads", 0, NULL, 1, 1024},
     };
     int no = sizeof opts / sizeof *opts;
     int rc = args_parse(argc, argv, opts, no, "--vae vae.h5 --data SRC [--n 64] [--out grid.png]");
@@ -33,9 +34,16 @@ int main(int argc, char **argv) {
     if (vae_load(&v, vae_path, n < 256 ? n : 256, NULL)) return 1;
     const VaeConfig *c = &v.cfg;
     ImageSet set;
-    if (imageset_load(&set, data, c->image_size, c->in_channels)) return 1;
+    // Only the first n images are read: a large folder is not decoded whole.
+    size_t max_memory = imageset_default_max_memory();
+    if (imageset_open(&set, data, c->image_size, c->in_channels, max_memory) ||
+        imageset_check_memory(&set, v.max_batch, max_memory))
+        return 1;
     if (n > set.N) n = set.N;
-    double psnr = vae_psnr(&v, &set, 0, n);
+    double psnr;
+    if (vae_psnr(&v, &set, 0, n, &psnr)) return 1;
+    if (!isfinite(psnr))
+        return errorf("%s: the reconstructions are not finite numbers (a diverged VAE?)", vae_path), 1;
 
     // The grid: the first `shown` originals, each followed by its reconstruction.
     int shown = n < 64 ? n : 64, S = c->image_size, h = vae_latent_size(c);
@@ -47,7 +55,7 @@ int main(int argc, char **argv) {
     float *logvar = xmalloc(shown * lat * sizeof(float));    // (shown, Z, h, w)
     int idx[64];
     for (int i = 0; i < shown; i++) idx[i] = i;
-    imageset_batch(x, &set, idx, shown, NULL);
+    if (imageset_batch(x, &set, idx, shown, NULL)) return 1;
     for (int i0 = 0; i0 < shown; i0 += v.max_batch) {
         int b = shown - i0 < v.max_batch ? shown - i0 : v.max_batch;
         vae_encode(&v, mean + i0 * lat, logvar + i0 * lat, x + i0 * img, b);

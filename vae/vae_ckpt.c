@@ -1,11 +1,9 @@
 #include "vae_ckpt.h"
 
-#include <math.h>
-
 #include "common.h"
 
 void vae_config_to_attrs(const VaeConfig *c, Attrs *a) {
-    attrs_set_str(a, "model", "vae-f4c4");
+    CHECK(attrs_set_str(a, "model", "vae-f4c4") == 0);
     attrs_set_int(a, "in_channels", c->in_channels);
     attrs_set_int(a, "image_size", c->image_size);
     attrs_set_int(a, "base_channels", c->base_channels);
@@ -14,40 +12,35 @@ void vae_config_to_attrs(const VaeConfig *c, Attrs *a) {
 }
 
 int vae_config_from_attrs(VaeConfig *c, const Attrs *a, const char *path) {
-    int64_t ic, is, bc, lc;
-    double kw;
-    if (attrs_get_int(a, path, "in_channels", &ic) ||
-        attrs_get_int(a, path, "image_size", &is) ||
-        attrs_get_int(a, path, "base_channels", &bc) ||
-        attrs_get_int(a, path, "latent_channels", &lc) ||
-        attrs_get_double(a, path, "kl_weight", &kw))
-        return -1;
-    if (ic != 1 && ic != 3)
-        return errorf("%s: in_channels %lld is not 1 or 3", path, (long long)ic);
-    if (is < 4 || is > 4096 || is % 4)
-        return errorf("%s: image_size %lld is not a multiple of 4 in [4, 4096]", path,
-                      (long long)is);
-    if (bc < 1 || bc > 4096 || lc < 1 || lc > 1024)
-        return errorf("%s: base_channels %lld / latent_channels %lld out of range",
-                      path, (long long)bc, (long long)lc);
-    if (!isfinite(kw) || kw < 0)
-        return errorf("%s: kl_weight %g is not a non-negative number", path, kw);
-    c->in_channels = (int)ic;
-    c->image_size = (int)is;
-    c->base_channels = (int)bc;
-    c->latent_channels = (int)lc;
-    c->kl_weight = (float)kw;
+    VaeConfig r;
+    vae_config_default(&r); // fields the attributes do not name keep defaults
+    const AttrSpec spec[] = {
+        {"in_channels", SPEC_INT, 1, 3, &r.in_channels, 0},
+        {"image_size", SPEC_INT, 4, 4096, &r.image_size, 0},
+        {"base_channels", SPEC_INT, 1, 4096, &r.base_channels, 0},
+        {"latent_channels", SPEC_INT, 1, 1024, &r.latent_channels, 0},
+        // A beta-VAE's weight is O(1..1000); beyond 1e6 the file is wrong.
+        {"kl_weight", SPEC_FLOAT, 0, 1e6, &r.kl_weight, 0},
+    };
+    if (attrs_read_specs(a, path, spec, (int)(sizeof spec / sizeof *spec))) return -1;
+    if (r.in_channels == 2)
+        return errorf("%s: attribute 'in_channels' is 2, expected 1 or 3", path);
+    // The encoder halves the image twice.
+    if (r.image_size % 4)
+        return errorf("%s: attribute 'image_size' is %d, expected a multiple of 4 in "
+                      "[4, 4096]", path, r.image_size);
+    *c = r;
     return 0;
 }
 
 int vae_load(Vae *v, const char *path, int max_batch, Attrs *attrs) {
-    Attrs local;
-    Attrs *a = attrs ? attrs : &local;
+    Attrs *a = attrs ? attrs : xmalloc(sizeof *a); // large: not on the stack
     VaeConfig c;
-    if (ckpt_read_attrs(path, "vae", a) || vae_config_from_attrs(&c, a, path) ||
-        ckpt_check_declared_conv(path, "encoder.0.weight", c.base_channels, c.in_channels,
-                            max_batch, c.image_size))
-        return -1;
+    int rc = ckpt_read_attrs(path, "vae", a) || vae_config_from_attrs(&c, a, path) ||
+             ckpt_check_declared_conv(path, "encoder.0.weight", c.base_channels,
+                                      c.in_channels, max_batch, c.image_size);
+    if (a != attrs) free(a);
+    if (rc) return -1;
     vae_init(v, &c, max_batch);
     if (ckpt_read_group(path, &v->table, "model", v->params)) {
         vae_free(v);

@@ -1,0 +1,460 @@
+// trainer.c: the run loop (see trainer.h).
+#include "trainer.h"
+
+#include <dirent.h>
+#include <limits.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "plot.h"
+#include "progress.h"
+
+// Points kept for the loss plot. When full, neighbours are averaged in pairs,
+// so a run of any length plots from bounded memory.
+#define PLOT_POINTS 16384
+
+Rng run_stream(uint64_t seed, uint64_t kind, uint64_t index) {
+    Rng base;
+    rng_init(&base, seed);
+    Rng k = rng_derive(&base, kind);
+    return rng_derive(&k, index);
+}
+
+void metrics_add(Metrics *m, const char *key, double v) {
+    CHECK(m->n < METRICS_MAX);
+    m->key[m->n] = key;
+    m->v[m->n++] = v;
+}
+
+// ---------------------------------------------------------------- flags
+
+void trainer_init(Trainer *t) {
+    memset(t, 0, sizeof *t);
+    t->batch = 128;
+    t->lr = 1e-3;
+    t->threads = omp_get_num_procs();
+    t->ckpt_every = 500;
+    t->eval_every = 200;
+    t->perm_epoch = t->perm_next_epoch = -1;
+}
+
+void trainer_free(Trainer *t) {
+    free(t->perm);
+    free(t->perm_next);
+    t->perm = t->perm_next = NULL;
+}
+
+int trainer_parse(Trainer *t, int argc, char **argv, const Opt *own, int nown,
+                  const char *usage) {
+    const Opt shared[] = {
+        {"--out", OPT_STR, &t->out, "checkpoint path (HDF5); beside it <out>.log.jsonl and the loss plot <out>.loss.png", 0, NULL, 0, 0},
+        {"--steps", OPT_LONG, &t->steps, "total optimizer steps, counted from the start of the run", 0, NULL, 0, 1e15},
+        {"--epochs", OPT_INT, &t->epochs, "total epochs over the data, counted from the start of the run (default 1 when no budget is given)", 0, NULL, 0, 1e9},
+        {"--minutes", OPT_FLOAT, &t->minutes, "wall-clock budget for this invocation, ends with a checkpoint", 0, NULL, 0, 1e9},
+        {"--batch", OPT_INT, &t->batch, "batch size", 0, "batch", 1, 1 << 20},
+        {"--lr", OPT_FLOAT, &t->lr, "learning rate", 0, "lr", 1e-12, 10},
+        {"--resume", OPT_FLAG, &t->resume, "continue the run in --out (starts fresh if there is none)", 0, NULL, 0, 0},
+        {"--seed", OPT_INT, &t->seed, "random seed (init, data order, every draw)", 0, "rng_seed", 0, INT_MAX},
+        {"--threads", OPT_INT, &t->threads, "threads", 0, NULL, 1, 1024},
+        {"--ckpt-every", OPT_INT, &t->ckpt_every, "steps between periodic checkpoints", 0, NULL, 1, INT_MAX},
+        {"--eval-every", OPT_INT, &t->eval_every, "steps between held-out evaluations (and loss plots)", 0, NULL, 1, INT_MAX},
+        {"--keep", OPT_INT, &t->keep, "also keep the last K step-numbered periodic checkpoints", 0, NULL, 0, 1 << 20},
+    };
+    int ns = sizeof shared / sizeof *shared;
+    CHECK(nown + ns <= (int)(sizeof t->opts / sizeof *t->opts));
+    memcpy(t->opts, own, (size_t)nown * sizeof *own);
+    memcpy(t->opts + nown, shared, sizeof shared);
+    t->nopts = nown + ns;
+    int rc = args_parse(argc, argv, t->opts, t->nopts, usage);
+    if (rc) return rc;
+    const char *prog = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+    if (!t->out) return errorf("%s: --out is required (see --help)", prog);
+    if (t->steps && t->epochs) return errorf("%s: give --steps or --epochs, not both", prog);
+    set_threads(t->threads);
+    return 0;
+}
+
+int trainer_given(const Trainer *t, const char *name) {
+    return args_given(t->opts, t->nopts, name);
+}
+
+// Takes option o's value from checkpoint attribute o->attr; a flag given
+// with another value is an error.
+static int resume_opt(Opt *o, const Attrs *a, const char *path) {
+    const Attr *x = attrs_find(a, o->attr);
+    if (!x) return errorf("%s: missing attribute '%s'", path, o->attr);
+    if (o->type == OPT_STR) {
+        if (x->type != ATTR_STR) return errorf("%s: attribute '%s' is not a string", path, o->attr);
+        const char **p = o->ptr;
+        if (o->given && strcmp(*p, x->s))
+            return errorf("%s %s contradicts the checkpoint %s (%s); drop the flag to use "
+                          "the checkpoint's value", o->name, *p, path, x->s);
+        *p = x->s;
+        return 0;
+    }
+    double v;
+    if (x->type == ATTR_INT) v = (double)x->i;
+    else if (x->type == ATTR_DOUBLE && o->type == OPT_FLOAT) v = x->d;
+    else return errorf("%s: attribute '%s' is not %s", path, o->attr,
+                       o->type == OPT_FLOAT ? "a number" : "an integer");
+    int ranged = o->lo != 0 || o->hi != 0;
+    double lo = ranged ? o->lo : o->type == OPT_LONG ? (double)LONG_MIN : INT_MIN;
+    double hi = ranged ? o->hi : o->type == OPT_LONG ? (double)LONG_MAX : INT_MAX;
+    if (o->type == OPT_FLAG) lo = 0, hi = 1;
+    if (!isfinite(v) || v < lo || v > hi)
+        return errorf("%s: attribute '%s' is %.15g, expected a value between %.15g and %.15g "
+                      "(the range of %s)", path, o->attr, v, lo, hi, o->name);
+    double given = o->type == OPT_FLOAT ? *(double *)o->ptr
+                 : o->type == OPT_LONG  ? (double)*(long *)o->ptr
+                                        : (double)*(int *)o->ptr;
+    int differs = o->type == OPT_FLOAT ? (float)given != (float)v : given != v;
+    if (o->given && differs)
+        return errorf("%s %g contradicts the checkpoint %s (%g); drop the flag to use the "
+                      "checkpoint's value", o->name, given, path, v);
+    if (o->type == OPT_FLOAT) *(double *)o->ptr = v;
+    else if (o->type == OPT_LONG) *(long *)o->ptr = (long)v;
+    else *(int *)o->ptr = (int)v;
+    return 0;
+}
+
+int trainer_resume(Trainer *t, const char *kind, Attrs *a) {
+    memset(a, 0, sizeof *a);
+    if (!t->resume) return 0;
+    if (access(t->out, F_OK) != 0) {
+        fprintf(stderr, "no checkpoint at %s; --resume starts a fresh run\n", t->out);
+        return 0;
+    }
+    if (ckpt_read_attrs(t->out, kind, a)) return -1;
+    for (int i = 0; i < t->nopts; i++)
+        if (t->opts[i].attr && resume_opt(&t->opts[i], a, t->out)) return -1;
+    int64_t step;
+    if (attrs_get_int(a, t->out, "step", &step)) return -1;
+    if (step < 0 || step > (int64_t)1e15)
+        return errorf("%s: attribute 'step' is %lld, expected 0 or more", t->out, (long long)step);
+    t->step = (long)step;
+    t->resuming = 1;
+    set_threads(t->threads);
+    return 0;
+}
+
+int trainer_set_data(Trainer *t, int64_t n, const char *what) {
+    t->nheld = n / 10 < 512 ? n / 10 : 512;
+    t->ntrain = n - t->nheld;
+    if (t->ntrain < 1) return errorf("%s: too few items (%lld) to train", what, (long long)n);
+    CHECK(t->ntrain <= INT_MAX); // item indices are int
+    t->B = t->batch < t->ntrain ? t->batch : t->ntrain;
+    t->steps_per_epoch = (long)((t->ntrain + t->B - 1) / t->B);
+    if (t->steps) t->total = t->steps;
+    else if (t->epochs) t->total = (long)t->epochs * t->steps_per_epoch;
+    else t->total = t->minutes > 0 ? 0 : t->steps_per_epoch;
+    t->perm = xmalloc((size_t)t->ntrain * sizeof(int));
+    t->perm_next = xmalloc((size_t)t->ntrain * sizeof(int));
+    return 0;
+}
+
+// ---------------------------------------------------------------- data order
+
+// The items of 0-based step `step`: epoch e visits the training items in a
+// permutation drawn from run_stream(seed, STREAM_EPOCH, e), in ceil(n / B)
+// steps (the last one partial), so they follow from (seed, step) alone. Two
+// epochs' orders are kept, for a step and the one after it.
+static Batch batch_of(Trainer *t, long step) {
+    long epoch = step / t->steps_per_epoch, pos = step % t->steps_per_epoch;
+    int n = (int)t->ntrain;
+    if (t->perm_epoch != epoch && t->perm_next_epoch != epoch) {
+        // Replace the older of the two.
+        int *tmp = t->perm;
+        long te = t->perm_epoch;
+        if (t->perm_epoch > t->perm_next_epoch) {
+            t->perm = t->perm_next, t->perm_next = tmp;
+            t->perm_epoch = t->perm_next_epoch, t->perm_next_epoch = te;
+        }
+        for (int i = 0; i < n; i++) t->perm[i] = i;
+        Rng r = run_stream((uint64_t)t->seed, STREAM_EPOCH, (uint64_t)epoch);
+        rng_shuffle(&r, t->perm, n);
+        t->perm_epoch = epoch;
+    }
+    const int *perm = t->perm_epoch == epoch ? t->perm : t->perm_next;
+    int64_t start = pos * t->B;
+    Batch b = {perm + start, (int)(n - start < t->B ? n - start : t->B)};
+    return b;
+}
+
+// ---------------------------------------------------------------- log and plot
+
+typedef struct {
+    double *x, *y; // (PLOT_POINTS)
+    long n;
+} Series;
+
+static void series_init(Series *s) {
+    s->x = xmalloc(PLOT_POINTS * sizeof(double));
+    s->y = xmalloc(PLOT_POINTS * sizeof(double));
+    s->n = 0;
+}
+
+static void series_free(Series *s) { free(s->x), free(s->y); }
+
+static void series_add(Series *s, double x, double y) {
+    if (!isfinite(y)) return;
+    if (s->n == PLOT_POINTS) {
+        for (long i = 0; i < PLOT_POINTS / 2; i++) {
+            s->x[i] = 0.5 * (s->x[2 * i] + s->x[2 * i + 1]);
+            s->y[i] = 0.5 * (s->y[2 * i] + s->y[2 * i + 1]);
+        }
+        s->n = PLOT_POINTS / 2;
+    }
+    s->x[s->n] = x, s->y[s->n++] = y;
+}
+
+// "<out minus .h5><suffix>"
+static void out_sibling(char *buf, size_t cap, const char *out, const char *suffix) {
+    size_t len = strlen(out);
+    if (len > 3 && !strcmp(out + len - 3, ".h5")) len -= 3;
+    CHECK(len + strlen(suffix) < cap);
+    snprintf(buf, cap, "%.*s%s", (int)len, out, suffix);
+}
+
+// JSON has no NaN or infinity: those are written as null.
+static void json_number(FILE *f, const char *key, double v) {
+    if (isfinite(v)) fprintf(f, ", \"%s\": %.6g", key, v);
+    else fprintf(f, ", \"%s\": null", key);
+}
+
+// The value of "key": in a log line, if present and a number.
+static int json_get(const char *line, const char *key, double *v) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *p = strstr(line, pat);
+    if (!p) return 0;
+    char *end;
+    *v = strtod(p + strlen(pat), &end);
+    return end != p + strlen(pat);
+}
+
+// A resumed run continues the plot from the log of the steps before it
+// (lines past the checkpoint's step, from a run that crashed, are skipped).
+// The held-out figure is the line's "heldout_..." key.
+static void series_from_log(Series *train, Series *held, const char *path, long upto) {
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[1024];
+    while (fgets(line, sizeof line, f)) {
+        double s, v;
+        if (!json_get(line, "step", &s) || s > upto) continue;
+        if (json_get(line, "loss", &v)) series_add(train, s, v);
+        const char *h = strstr(line, "\"heldout_");
+        if (h && sscanf(strchr(h + 1, '"') + 1, ": %lf", &v) == 1) series_add(held, s, v);
+    }
+    fclose(f);
+}
+
+// A fresh run starts a fresh log (the previous one is kept as
+// <log>.prev); a resumed run appends.
+static FILE *open_log(const char *path, int resuming) {
+    if (!resuming && access(path, F_OK) == 0) {
+        char prev[PATH_MAX + 32];
+        snprintf(prev, sizeof prev, "%s.prev", path);
+        if (rename(path, prev) != 0) {
+            errorf("%s: cannot move the previous run's log aside to %s", path, prev);
+            return NULL;
+        }
+        fprintf(stderr, "the previous log %s is kept as %s\n", path, prev);
+    }
+    FILE *f = fopen(path, "a");
+    if (!f) errorf("%s: cannot open the log for writing", path);
+    return f;
+}
+
+// ---------------------------------------------------------------- the loop
+
+// LDM_FAULT_NAN_STEP=N (tests/robust_test.sh) makes the loss of step N
+// (1-based, as logged) NaN, to check that the guard stops the run.
+static long fault_nan_step(void) {
+    const char *s = getenv("LDM_FAULT_NAN_STEP");
+    return s ? atol(s) : 0;
+}
+
+static int cmp_long_desc(const void *a, const void *b) {
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x < y) - (x > y);
+}
+
+// With keep > 0: a step-numbered copy "<out minus .h5>.step<N>.h5" (a hard
+// link to the new file, so no second write), and only the newest `keep`.
+static void keep_numbered_copy(const char *out, long step, int keep) {
+    if (keep <= 0) return;
+    const char *slash = strrchr(out, '/');
+    char dir[PATH_MAX], stem[PATH_MAX], name[2 * PATH_MAX + 32];
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - out) : 1, slash ? out : ".");
+    out_sibling(stem, sizeof stem, slash ? slash + 1 : out, "");
+    snprintf(name, sizeof name, "%s/%s.step%ld.h5", dir, stem, step);
+    unlink(name);
+    if (link(out, name) != 0) warnf("%s: cannot keep a numbered copy", name);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    long steps[4096];
+    int n = 0;
+    size_t sl = strlen(stem);
+    for (struct dirent *e; (e = readdir(d)) && n < 4096;) {
+        long s;
+        char tail[8];
+        if (!strncmp(e->d_name, stem, sl) &&
+            sscanf(e->d_name + sl, ".step%ld.h%2s", &s, tail) == 2 && !strcmp(tail, "5"))
+            steps[n++] = s;
+    }
+    closedir(d);
+    qsort(steps, n, sizeof *steps, cmp_long_desc);
+    for (int i = keep; i < n; i++) {
+        snprintf(name, sizeof name, "%s/%s.step%ld.h5", dir, stem, steps[i]);
+        unlink(name);
+    }
+}
+
+static int save(Trainer *t, const TrainerHooks *h) {
+    Attrs a = {0};
+    attrs_set_str(&a, "kind", h->kind);
+    attrs_set_int(&a, "step", t->step);
+    attrs_set_int(&a, "rng_counter", t->step); // per-step streams: the step is the position
+    for (int i = 0; i < t->nopts; i++) {
+        const Opt *o = &t->opts[i];
+        if (!o->attr) continue;
+        switch (o->type) {
+        case OPT_INT: case OPT_FLAG: attrs_set_int(&a, o->attr, *(int *)o->ptr); break;
+        case OPT_LONG: attrs_set_int(&a, o->attr, *(long *)o->ptr); break;
+        case OPT_FLOAT: attrs_set_double(&a, o->attr, *(double *)o->ptr); break;
+        case OPT_STR:
+            if (attrs_set_str(&a, o->attr, *(const char **)o->ptr)) return -1;
+            break;
+        case OPT_SIZE: CHECK(0 && "sizes are not stored"); break;
+        }
+    }
+    if (h->save(h->state, t->out, &a)) return -1;
+    keep_numbered_copy(t->out, t->step, t->keep);
+    return 0;
+}
+
+static void draw_plot(const char *path, const char *name, const Series *train,
+                      const Series *held, const Metrics *e) {
+    PlotSeries tr = {train->x, train->y, train->n, "training loss"};
+    PlotSeries he = {held->x, held->y, held->n, e->key[0]};
+    if (plot_losses_png(path, name, tr, he, e->axis)) warnf("%s: loss plot not written", path);
+}
+
+int trainer_run(Trainer *t, const TrainerHooks *h) {
+    if (t->total && t->step >= t->total) {
+        fprintf(stderr, "%s: %s is already at step %ld >= %ld; nothing to do\n", h->name,
+                t->out, t->step, t->total);
+        return 0;
+    }
+    if (t->nheld == 0)
+        fprintf(stderr, "%s: fewer than 10 items: none held out, no evaluation\n", h->name);
+    char log_path[PATH_MAX + 16], plot_path[PATH_MAX + 16];
+    snprintf(log_path, sizeof log_path, "%s.log.jsonl", t->out);
+    out_sibling(plot_path, sizeof plot_path, t->out, ".loss.png");
+    Series train, held;
+    series_init(&train), series_init(&held);
+    if (t->resuming) series_from_log(&train, &held, log_path, t->step);
+    FILE *log = open_log(log_path, t->resuming);
+    if (!log) return 1;
+
+    interrupt_install();
+    Progress prog;
+    progress_init(&prog, t->step);
+    double t0 = now_seconds(), budget = t->minutes * 60.0;
+    long items = 0, nan_step = fault_nan_step();
+    int status = 0;
+    while (!t->total || t->step < t->total) {
+        Batch cur = batch_of(t, t->step);
+        Batch next = {NULL, 0};
+        if (!t->total || t->step + 1 < t->total) next = batch_of(t, t->step + 1);
+        Metrics m = {0};
+        if (h->step(h->state, t->step, cur, next, &m)) {
+            status = 1;
+            break;
+        }
+        CHECK(m.n >= 1);
+        if (t->step + 1 == nan_step) m.v[0] = NAN;
+        int bad = -1;
+        for (int i = 0; i < m.n && bad < 0; i++)
+            if (!isfinite(m.v[i])) bad = i;
+        if (bad >= 0) {
+            progress_end(&prog);
+            errorf("%s: step %ld: the %s is not finite; stopping without overwriting %s",
+                   h->name, t->step + 1, m.key[bad], t->out);
+            status = 1;
+            break;
+        }
+        t->step++;
+        items += cur.n;
+
+        double el = now_seconds() - t0;
+        fprintf(log, "{\"step\": %ld, \"epoch\": %.4f", t->step, (double)t->step / t->steps_per_epoch);
+        char parts[160];
+        int len = 0;
+        for (int i = 0; i < m.n; i++) {
+            json_number(log, m.key[i], m.v[i]);
+            if (len < (int)sizeof parts)
+                len += snprintf(parts + len, sizeof parts - len, "%s%s %.4g", i ? " " : "",
+                                m.key[i], m.v[i]);
+        }
+        fprintf(log, ", \"img_per_s\": %.2f, \"elapsed_s\": %.3f}\n", items / el, el);
+        series_add(&train, (double)t->step, m.v[0]);
+        int last = (t->total && t->step >= t->total) || (budget > 0 && el >= budget) ||
+                   interrupted();
+        double left = budget > 0 ? fmax(0, budget - el) : -1;
+        if (t->total && budget > 0)
+            left = fmin(left, el / (t->step - prog.step_start) * (t->total - t->step));
+        progress_print(&prog, t->step, t->total, items, parts, left, last);
+        if (t->nheld > 0 && (t->step % t->eval_every == 0 || last)) {
+            Metrics e = {0};
+            if (h->evaluate(h->state, t->step, &e)) {
+                status = 1;
+                break;
+            }
+            CHECK(e.n >= 1);
+            fprintf(log, "{\"step\": %ld", t->step);
+            for (int i = 0; i < e.n; i++) json_number(log, e.key[i], e.v[i]);
+            fprintf(log, "}\n");
+            fflush(log);
+            if (!prog.is_tty || last) {
+                progress_end(&prog);
+                fprintf(stderr, "step %ld: %s\n", t->step, e.text);
+            }
+            if (!isfinite(e.v[0])) {
+                progress_end(&prog);
+                errorf("%s: step %ld: the %s is not finite; stopping without overwriting %s",
+                       h->name, t->step, e.key[0], t->out);
+                status = 1;
+                break;
+            }
+            series_add(&held, (double)t->step, e.v[0]);
+            draw_plot(plot_path, h->name, &train, &held, &e);
+        }
+        fflush(log);
+        if (h->extra && h->extra_every > 0 && (t->step % h->extra_every == 0 || last))
+            h->extra(h->state, t->step);
+        if (t->step % t->ckpt_every == 0 || last) {
+            if (save(t, h)) {
+                status = 1;
+                break;
+            }
+        }
+        if (last) break;
+    }
+    progress_end(&prog);
+    if (status == 0) {
+        if (interrupted())
+            fprintf(stderr, "%s: interrupted; checkpoint written to %s at step %ld\n", h->name,
+                    t->out, t->step);
+        else
+            fprintf(stderr, "%s: done, step %ld, %.1f s, checkpoint %s, loss plot %s\n",
+                    h->name, t->step, now_seconds() - t0, t->out, plot_path);
+    }
+    fclose(log);
+    series_free(&train), series_free(&held);
+    return status;
+}
