@@ -14,11 +14,11 @@ int main(int argc, char **argv) {
     long n = 2000000;
     int z = 4, side = 8, seed = 0;
     Opt opts[] = {
-        {"--out", OPT_STR, &out, "cache to write (HDF5)", 0, NULL, 0, 0},
-        {"--n", OPT_LONG, &n, "items", 0, NULL, 1, 1e12},
-        {"--latent-channels", OPT_INT, &z, "latent channels Z", 0, NULL, 1, 1024},
-        {"--side", OPT_INT, &side, "latent side h = w", 0, NULL, 1, 4096},
-        {"--seed", OPT_INT, &seed, "random seed", 0, NULL, 0, 1 << 30},
+        {"--out", OPT_STR, &out, "cache to write (HDF5)"},
+        {"--n", OPT_LONG, &n, "items", .lo = 1, .hi = 1e12},
+        {"--latent-channels", OPT_INT, &z, "latent channels Z", .lo = 1, .hi = 1024},
+        {"--side", OPT_INT, &side, "latent side h = w", .lo = 1, .hi = 4096},
+        {"--seed", OPT_INT, &seed, "random seed", .hi = 1 << 30},
     };
     int rc = args_parse(argc, argv, opts, sizeof opts / sizeof *opts, "--out cache.h5 [options]");
     if (rc) return rc > 0 ? 0 : 2;

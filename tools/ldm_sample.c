@@ -52,18 +52,18 @@ int main(int argc, char **argv) {
     int n = 64, batch = 64, steps = 50, seed = 0, threads = default_threads();
     double eta = 0.0;
     Opt opts[] = {
-        {"--unet", OPT_STR, &unet_path, "UNet checkpoint from ldm-train", 0, NULL, 0, 0},
-        {"--vae", OPT_STR, &vae_path, "the VAE the UNet's latents came from", 0, NULL, 0, 0},
-        {"--n", OPT_INT, &n, "images to draw", 0, NULL, 1, 1 << 30},
-        {"--batch", OPT_INT, &batch, "images sampled at once", 0, NULL, 1, 1 << 16},
-        {"--sampler", OPT_STR, &sampler, "ddim or ddpm (DDPM takes all T steps)", 0, NULL, 0, 0},
-        {"--steps", OPT_INT, &steps, "DDIM steps", 0, NULL, 1, 100000},
-        {"--eta", OPT_FLOAT, &eta, "DDIM eta (0: deterministic)", 0, NULL, 0, 100},
-        {"--weights", OPT_STR, &weights, "ema or raw", 0, NULL, 0, 0},
-        {"--seed", OPT_INT, &seed, "random seed", 0, NULL, 0, INT_MAX},
-        {"--out", OPT_STR, &out, "grid PNG (default samples.png when no --out-dir)", 0, NULL, 0, 0},
-        {"--out-dir", OPT_STR, &out_dir, "folder for one PNG per image (created if missing)", 0, NULL, 0, 0},
-        {"--threads", OPT_INT, &threads, "threads (the images do not depend on it)", 0, NULL, 1, 1024},
+        {"--unet", OPT_STR, &unet_path, "UNet checkpoint from ldm-train"},
+        {"--vae", OPT_STR, &vae_path, "the VAE the UNet's latents came from"},
+        {"--n", OPT_INT, &n, "images to draw", .lo = 1, .hi = 1 << 30},
+        {"--batch", OPT_INT, &batch, "images sampled at once", .lo = 1, .hi = 1 << 16},
+        {"--sampler", OPT_STR, &sampler, "ddim or ddpm (DDPM takes all T steps)"},
+        {"--steps", OPT_INT, &steps, "DDIM steps", .lo = 1, .hi = 100000},
+        {"--eta", OPT_FLOAT, &eta, "DDIM eta (0: deterministic)", .hi = 100},
+        {"--weights", OPT_STR, &weights, "ema or raw"},
+        {"--seed", OPT_INT, &seed, "random seed", .hi = INT_MAX},
+        {"--out", OPT_STR, &out, "grid PNG (default samples.png when no --out-dir)"},
+        {"--out-dir", OPT_STR, &out_dir, "folder for one PNG per image (created if missing)"},
+        {"--threads", OPT_INT, &threads, "threads (the images do not depend on it)", .lo = 1, .hi = 1024},
     };
     int no = sizeof opts / sizeof *opts;
     int rc = args_parse(argc, argv, opts, no, "--unet unet.h5 --vae vae.h5 [options]");

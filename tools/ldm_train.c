@@ -198,18 +198,18 @@ int main(int argc, char **argv) {
     trainer_init(t);
     t->lr = 2e-4, t->ckpt_every = 1000, t->eval_every = 500;
     Opt own[] = {
-        {"--latents", OPT_STR, &r.latents, "latent cache from vae-encode", 0, NULL, 0, 0},
-        {"--in-memory", OPT_FLAG, &r.in_memory, "read the whole cache into memory first instead of streaming it", 0, NULL, 0, 0},
-        {"--schedule", OPT_STR, &r.schedule_name, "noise schedule: linear or cosine (T = 1000)", 0, "schedule", 0, 0},
-        {"--prediction", OPT_STR, &r.prediction_name, "what the UNet predicts: eps or v", 0, "prediction", 0, 0},
-        {"--ema", OPT_FLOAT, &r.ema_decay, "EMA decay (with the latent-diffusion warm-up)", 0, "ema_decay", 0, 0.999999},
-        {"--base-channels", OPT_INT, &r.base_channels, "UNet base width", 0, "base_channels", 1, 4096},
-        {"--channel-mult", OPT_STR, &r.mult, "width multipliers per level", 0, "channel_mult", 0, 0},
-        {"--num-res-blocks", OPT_INT, &r.num_res_blocks, "ResBlocks per level", 0, "num_res_blocks", 1, 64},
-        {"--attn-res", OPT_STR, &r.attn, "latent sides that get attention, e.g. 4 or 8,4", 0, "attn_resolutions", 0, 0},
-        {"--heads", OPT_INT, &r.heads, "attention heads", 0, "num_heads", 1, 1024},
-        {"--sample-every", OPT_INT, &r.sample_every, "steps between sample grids (needs --vae)", 0, NULL, 0, 1 << 30},
-        {"--vae", OPT_STR, &r.vae_path, "the VAE that made the cache, to decode sample grids", 0, NULL, 0, 0},
+        {"--latents", OPT_STR, &r.latents, "latent cache from vae-encode"},
+        {"--in-memory", OPT_FLAG, &r.in_memory, "read the whole cache into memory first instead of streaming it"},
+        {"--schedule", OPT_STR, &r.schedule_name, "noise schedule: linear or cosine (T = 1000)", .attr = "schedule"},
+        {"--prediction", OPT_STR, &r.prediction_name, "what the UNet predicts: eps or v", .attr = "prediction"},
+        {"--ema", OPT_FLOAT, &r.ema_decay, "EMA decay (with the latent-diffusion warm-up)", .attr = "ema_decay", .hi = 0.999999},
+        {"--base-channels", OPT_INT, &r.base_channels, "UNet base width", .attr = "base_channels", .lo = 1, .hi = 4096},
+        {"--channel-mult", OPT_STR, &r.mult, "width multipliers per level", .attr = "channel_mult"},
+        {"--num-res-blocks", OPT_INT, &r.num_res_blocks, "ResBlocks per level", .attr = "num_res_blocks", .lo = 1, .hi = 64},
+        {"--attn-res", OPT_STR, &r.attn, "latent sides that get attention, e.g. 4 or 8,4", .attr = "attn_resolutions"},
+        {"--heads", OPT_INT, &r.heads, "attention heads", .attr = "num_heads", .lo = 1, .hi = 1024},
+        {"--sample-every", OPT_INT, &r.sample_every, "steps between sample grids (needs --vae)", .hi = 1 << 30},
+        {"--vae", OPT_STR, &r.vae_path, "the VAE that made the cache, to decode sample grids"},
     };
     int rc = trainer_parse(t, argc, argv, own, sizeof own / sizeof *own,
                            "--latents latents.h5 --out unet.h5 [options]");

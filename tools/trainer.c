@@ -50,18 +50,18 @@ void trainer_free(Trainer *t) {
 int trainer_parse(Trainer *t, int argc, char **argv, const Opt *own, int nown,
                   const char *usage) {
     const Opt shared[] = {
-        {"--out", OPT_STR, &t->out, "checkpoint path (HDF5); beside it <out>.log.jsonl and the loss plot <out>.loss.png", 0, NULL, 0, 0},
-        {"--steps", OPT_LONG, &t->steps, "total optimizer steps, counted from the start of the run", 0, NULL, 0, 1e15},
-        {"--epochs", OPT_INT, &t->epochs, "total epochs over the data, counted from the start of the run (default 1 when no budget is given)", 0, NULL, 0, 1e9},
-        {"--minutes", OPT_FLOAT, &t->minutes, "wall-clock budget for this invocation, ends with a checkpoint", 0, NULL, 0, 1e9},
-        {"--batch", OPT_INT, &t->batch, "batch size", 0, "batch", 1, 1 << 20},
-        {"--lr", OPT_FLOAT, &t->lr, "learning rate", 0, "lr", 1e-12, 10},
-        {"--resume", OPT_FLAG, &t->resume, "continue the run in --out (starts fresh if there is none)", 0, NULL, 0, 0},
-        {"--seed", OPT_INT, &t->seed, "random seed (init, data order, every draw)", 0, "rng_seed", 0, INT_MAX},
-        {"--threads", OPT_INT, &t->threads, "threads", 0, NULL, 1, 1024},
-        {"--ckpt-every", OPT_INT, &t->ckpt_every, "steps between periodic checkpoints", 0, NULL, 1, INT_MAX},
-        {"--eval-every", OPT_INT, &t->eval_every, "steps between held-out evaluations (and loss plots)", 0, NULL, 1, INT_MAX},
-        {"--keep", OPT_INT, &t->keep, "also keep the last K step-numbered periodic checkpoints", 0, NULL, 0, 1 << 20},
+        {"--out", OPT_STR, &t->out, "checkpoint path (HDF5); beside it <out>.log.jsonl and the loss plot <out>.loss.png"},
+        {"--steps", OPT_LONG, &t->steps, "total optimizer steps, counted from the start of the run", .hi = 1e15},
+        {"--epochs", OPT_INT, &t->epochs, "total epochs over the data, counted from the start of the run (default 1 when no budget is given)", .hi = 1e9},
+        {"--minutes", OPT_FLOAT, &t->minutes, "wall-clock budget for this invocation, ends with a checkpoint", .hi = 1e9},
+        {"--batch", OPT_INT, &t->batch, "batch size", .attr = "batch", .lo = 1, .hi = 1 << 20},
+        {"--lr", OPT_FLOAT, &t->lr, "learning rate", .attr = "lr", .lo = 1e-12, .hi = 10},
+        {"--resume", OPT_FLAG, &t->resume, "continue the run in --out (starts fresh if there is none)"},
+        {"--seed", OPT_INT, &t->seed, "random seed (init, data order, every draw)", .attr = "rng_seed", .hi = INT_MAX},
+        {"--threads", OPT_INT, &t->threads, "threads", .lo = 1, .hi = 1024},
+        {"--ckpt-every", OPT_INT, &t->ckpt_every, "steps between periodic checkpoints", .lo = 1, .hi = INT_MAX},
+        {"--eval-every", OPT_INT, &t->eval_every, "steps between held-out evaluations (and loss plots)", .lo = 1, .hi = INT_MAX},
+        {"--keep", OPT_INT, &t->keep, "also keep the last K step-numbered periodic checkpoints", .hi = 1 << 20},
     };
     int ns = sizeof shared / sizeof *shared;
     CHECK(nown + ns <= (int)(sizeof t->opts / sizeof *t->opts));

@@ -13,11 +13,11 @@ int main(int argc, char **argv) {
     const char *vae_path = NULL, *cache = NULL, *out = "decoded.png";
     int n = 64, threads = default_threads();
     Opt opts[] = {
-        {"--vae", OPT_STR, &vae_path, "VAE checkpoint that made the cache", 0, NULL, 0, 0},
-        {"--latents", OPT_STR, &cache, "latent cache from vae-encode", 0, NULL, 0, 0},
-        {"--n", OPT_INT, &n, "latents to decode (the first n)", 0, NULL, 1, 1 << 30},
-        {"--out", OPT_STR, &out, "grid PNG", 0, NULL, 0, 0},
-        {"--threads", OPT_INT, &threads, "threads", 0, NULL, 1, 1024},
+        {"--vae", OPT_STR, &vae_path, "VAE checkpoint that made the cache"},
+        {"--latents", OPT_STR, &cache, "latent cache from vae-encode"},
+        {"--n", OPT_INT, &n, "latents to decode (the first n)", .lo = 1, .hi = 1 << 30},
+        {"--out", OPT_STR, &out, "grid PNG"},
+        {"--threads", OPT_INT, &threads, "threads", .lo = 1, .hi = 1024},
     };
     int no = sizeof opts / sizeof *opts;
     int rc = args_parse(argc, argv, opts, no, "--vae vae.h5 --latents latents.h5 [--n 64] [--out grid.png]");

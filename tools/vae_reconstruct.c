@@ -16,11 +16,11 @@ int main(int argc, char **argv) {
     const char *vae_path = NULL, *data = NULL, *out = "reconstructions.png";
     int n = 64, threads = default_threads();
     Opt opts[] = {
-        {"--vae", OPT_STR, &vae_path, "VAE checkpoint", 0, NULL, 0, 0},
-        {"--data", OPT_STR, &data, "image source (e.g. fashion-mnist-test)", 0, NULL, 0, 0},
-        {"--n", OPT_INT, &n, "images whose PSNR is measured (the first n of the source); the grid shows up to 64", 0, NULL, 1, 1 << 30},
-        {"--out", OPT_STR, &out, "grid PNG: each original followed by its reconstruction", 0, NULL, 0, 0},
-        {"--threads", OPT_INT, &threads, "threads", 0, NULL, 1, 1024},
+        {"--vae", OPT_STR, &vae_path, "VAE checkpoint"},
+        {"--data", OPT_STR, &data, "image source (e.g. fashion-mnist-test)"},
+        {"--n", OPT_INT, &n, "images whose PSNR is measured (the first n of the source); the grid shows up to 64", .lo = 1, .hi = 1 << 30},
+        {"--out", OPT_STR, &out, "grid PNG: each original followed by its reconstruction"},
+        {"--threads", OPT_INT, &threads, "threads", .lo = 1, .hi = 1024},
     };
     int no = sizeof opts / sizeof *opts;
     int rc = args_parse(argc, argv, opts, no, "--vae vae.h5 --data SRC [--n 64] [--out grid.png]");

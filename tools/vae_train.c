@@ -84,14 +84,14 @@ int main(int argc, char **argv) {
     trainer_init(t);
     r.max_memory = imageset_default_max_memory();
     Opt own[] = {
-        {"--data", OPT_STR, &r.data, "image source: fashion-mnist, fashion-mnist-test, an IDX file or a folder", 0, "source", 0, 0},
-        {"--kl-weight", OPT_FLOAT, &r.kl_weight, "beta, the weight of the KL term", 0, "kl_weight", 0, 1e6},
-        {"--image-size", OPT_INT, &r.image_size, "image side S (multiple of 4)", 0, "image_size", 4, 4096},
-        {"--channels", OPT_INT, &r.channels, "image channels, 1 (grey) or 3 (RGB)", 0, "in_channels", 1, 3},
-        {"--base-channels", OPT_INT, &r.base_channels, "VAE width (widths b, 2b, 4b)", 0, "base_channels", 1, 4096},
-        {"--latent-channels", OPT_INT, &r.latent_channels, "latent channels Z", 0, "latent_channels", 1, 1024},
-        {"--hflip", OPT_FLAG, &r.hflip, "random horizontal flips", 0, "hflip", 0, 0},
-        {"--max-memory", OPT_SIZE, &r.max_memory, "decoded images kept in memory at most (e.g. 4G); a larger folder is decoded in the background as it is read", 0, NULL, 0, 0},
+        {"--data", OPT_STR, &r.data, "image source: fashion-mnist, fashion-mnist-test, an IDX file or a folder", .attr = "source"},
+        {"--kl-weight", OPT_FLOAT, &r.kl_weight, "beta, the weight of the KL term", .attr = "kl_weight", .hi = 1e6},
+        {"--image-size", OPT_INT, &r.image_size, "image side S (multiple of 4)", .attr = "image_size", .lo = 4, .hi = 4096},
+        {"--channels", OPT_INT, &r.channels, "image channels, 1 (grey) or 3 (RGB)", .attr = "in_channels", .lo = 1, .hi = 3},
+        {"--base-channels", OPT_INT, &r.base_channels, "VAE width (widths b, 2b, 4b)", .attr = "base_channels", .lo = 1, .hi = 4096},
+        {"--latent-channels", OPT_INT, &r.latent_channels, "latent channels Z", .attr = "latent_channels", .lo = 1, .hi = 1024},
+        {"--hflip", OPT_FLAG, &r.hflip, "random horizontal flips", .attr = "hflip"},
+        {"--max-memory", OPT_SIZE, &r.max_memory, "decoded images kept in memory at most (e.g. 4G); a larger folder is decoded in the background as it is read"},
     };
     int rc = trainer_parse(t, argc, argv, own, sizeof own / sizeof *own, "--data SRC --out vae.h5 [options]");
     if (rc) return rc > 0 ? 0 : 2;
