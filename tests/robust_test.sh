@@ -216,6 +216,18 @@ zcat $FM/t10k-images-idx3-ubyte.gz | head -c $((16 + 100 * 784)) >"$T/small-imag
 printf '\000\000\000\144' | dd of="$T/small-images-idx3-ubyte" bs=1 seek=4 conv=notrunc 2>/dev/null
 run se "$B/vae-encode" --vae "$T/v1.h5" --data "$T/small-images-idx3-ubyte" --out "$T/small.h5" --threads 1
 check "vae-encode of a 100-image IDX file" ok se
+# Resume notices changed data: a changed image, fewer images.
+cp "$T/small-images-idx3-ubyte" "$T/chg-images-idx3-ubyte"
+run dc0 "$B/vae-train" $V --data "$T/chg-images-idx3-ubyte" --out "$T/vdc.h5" --steps 2
+printf '\377\377\377\377' | dd of="$T/chg-images-idx3-ubyte" bs=1 seek=$((16 + 784 * 50 + 400)) conv=notrunc 2>/dev/null
+run dc1 "$B/vae-train" $VR --data "$T/chg-images-idx3-ubyte" --out "$T/vdc.h5" --steps 4 --resume
+check "vae-train --resume on an IDX file whose images changed: refused" \
+    test $rc -eq 1 -a -n "$(grep 'images changed' "$T/dc1.err")"
+head -c $((16 + 784 * 90)) "$T/small-images-idx3-ubyte" >"$T/chg-images-idx3-ubyte"
+printf '\000\000\000\132' | dd of="$T/chg-images-idx3-ubyte" bs=1 seek=4 conv=notrunc 2>/dev/null
+run dc2 "$B/vae-train" $VR --data "$T/chg-images-idx3-ubyte" --out "$T/vdc.h5" --steps 4 --resume
+check "vae-train --resume on an IDX file that shrank from 100 to 90 images: refused" \
+    test $rc -eq 1 -a -n "$(grep 'the data changed' "$T/dc2.err")"
 S="--latents $T/small.h5 --base-channels 16 --batch 16 --threads 2 --eval-every 5"
 run ss "$B/ldm-train" $S --out "$T/us.h5" --steps 14
 run sm "$B/ldm-train" $S --out "$T/um.h5" --steps 14 --in-memory

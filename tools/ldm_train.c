@@ -7,6 +7,7 @@
 // the step before computes (latent_stream.h); --in-memory reads the whole
 // cache first. The items and draws of a step depend on (seed, step) alone,
 // so both give bit-identical checkpoints.
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -135,12 +136,11 @@ static int ldm_sample_grid(void *p, long step) {
         int b = SAMPLE_N - i0 < vae->max_batch ? SAMPLE_N - i0 : vae->max_batch;
         vae_decode(vae, x + i0 * img, z + i0 * r->ln, b);
     }
-    char path[4096];
-    size_t len = strlen(r->tr.out);
-    if (len > 3 && !strcmp(r->tr.out + len - 3, ".h5")) len -= 3;
-    snprintf(path, sizeof path, "%.*s.samples-step%ld.png", (int)len, r->tr.out, step);
-    int rc = png_write_grid(path, x, SAMPLE_N, vae->cfg.in_channels, vae->cfg.image_size,
-                            vae->cfg.image_size, 8);
+    char path[PATH_MAX], suffix[48];
+    snprintf(suffix, sizeof suffix, ".samples-step%ld.png", step);
+    int rc = trainer_sibling(path, r->tr.out, suffix) ||
+             png_write_grid(path, x, SAMPLE_N, vae->cfg.in_channels, vae->cfg.image_size,
+                            vae->cfg.image_size, 8) ? -1 : 0;
     if (rc == 0) fprintf(stderr, "ldm-train: step %ld: samples in %s\n", step, path);
     free(z), free(x);
     return rc;
@@ -216,8 +216,10 @@ int main(int argc, char **argv) {
     if (rc) return rc > 0 ? 0 : 2;
     if (!r.latents) return errorf("ldm-train: --latents is required (see --help)"), 2;
     if (r.sample_every && !r.vae_path) return errorf("ldm-train: --sample-every needs --vae"), 2;
+    const PathArg inputs[] = {{"--latents", r.latents}, {"--vae", r.vae_path}};
+    if (trainer_check_paths(t, inputs, 2)) return 1;
     h5_quiet();
-    Attrs ck;
+    static Attrs ck; // large: not on the stack
     if (trainer_resume(t, "unet", &ck)) return 1;
 
     LatentCache *c = &r.cache;
@@ -231,8 +233,10 @@ int main(int argc, char **argv) {
     cfg->num_heads = r.heads;
     if ((cfg->num_levels = int_list_parse(cfg->channel_mult, UNET_MAX_LEVELS, r.mult, "--channel-mult")) < 0 ||
         (cfg->num_attn = int_list_parse(cfg->attn_resolutions, UNET_MAX_LEVELS, r.attn, "--attn-res")) < 0 ||
-        (r.prediction = prediction_from_name(r.prediction_name)) < 0 ||
-        unet_config_check(cfg, "ldm-train") || schedule_init(&r.sched, T_STEPS, r.schedule_name))
+        (r.prediction = prediction_from_name(r.prediction_name,
+                                             t->resuming ? t->out : "--prediction")) < 0 ||
+        unet_config_check(cfg, "ldm-train") ||
+        schedule_init(&r.sched, T_STEPS, r.schedule_name, t->resuming ? t->out : "--schedule"))
         return t->resuming ? 1 : 2;
     if (r.sample_every && (vae_load(&r.vae, r.vae_path, SAMPLE_N, NULL) ||
                            check_cache_matches_vae(c, &r.vae, r.vae_path)))

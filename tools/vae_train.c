@@ -26,6 +26,7 @@ typedef struct {
     float *x, *eps;       // (B, C, S, S), (B, Z, h, w)
     uint8_t *flip;        // (B)
     size_t lat;           // Z * h * w
+    char fingerprint[17]; // data_fingerprint of the set
     AdamConfig adam;
 } VaeRun;
 
@@ -64,11 +65,28 @@ static int vae_evaluate(void *p, long step, Metrics *m) {
     return 0;
 }
 
+// What identifies the data beyond its name: the item count and a hash of up
+// to 64 items spread over it (decoded, so any source kind works).
+static int data_fingerprint(VaeRun *r, char out[17]) {
+    const ImageSet *s = &r->set;
+    size_t img = (size_t)s->C * s->S * s->S;
+    int n = s->N < 64 ? s->N : 64;
+    uint64_t h = fnv1a64(FNV_OFFSET, &s->N, sizeof s->N);
+    for (int i = 0; i < n; i++) {
+        int item = (int)((int64_t)i * s->N / n);
+        if (imageset_batch(r->x, &r->set, &item, 1, NULL)) return -1;
+        h = fnv1a64(h, r->x, img * sizeof(float));
+    }
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+    return 0;
+}
+
 static int vae_save(void *p, const char *path, const Attrs *loop) {
     VaeRun *r = p;
     Attrs a = *loop;
     vae_config_to_attrs(&r->v.cfg, &a);
     attrs_set_int(&a, "source_items", r->set.N);
+    attrs_set_str(&a, "source_fingerprint", r->fingerprint);
     char hash[17];
     vae_hash_of(hash, &r->v);
     attrs_set_str(&a, "vae_hash", hash);
@@ -96,8 +114,9 @@ int main(int argc, char **argv) {
     int rc = trainer_parse(t, argc, argv, own, sizeof own / sizeof *own, "--data SRC --out vae.h5 [options]");
     if (rc) return rc > 0 ? 0 : 2;
     if (!r.data) return errorf("vae-train: --data is required (see --help)"), 2;
+    if (trainer_check_paths(t, (PathArg[]){{"--data", r.data}}, 1)) return 1;
     h5_quiet();
-    Attrs ck;
+    static Attrs ck; // large: not on the stack
     if (trainer_resume(t, "vae", &ck)) return 1;
     if (r.channels != 1 && r.channels != 3) return errorf("vae-train: --channels must be 1 or 3"), 2;
     if (r.image_size % 4) return errorf("vae-train: --image-size must be a multiple of 4"), 2;
@@ -138,6 +157,14 @@ int main(int argc, char **argv) {
     r.x = xmalloc(B * img * sizeof(float));
     r.eps = xmalloc(B * r.lat * sizeof(float));
     r.flip = xcalloc(B, 1);
+    char stored[ATTR_STR_MAX];
+    if (data_fingerprint(&r, r.fingerprint)) return 1;
+    // Checkpoints written before fingerprints were recorded have none.
+    if (t->resuming && attrs_find(&ck, "source_fingerprint") &&
+        (attrs_get_str(&ck, t->out, "source_fingerprint", stored, sizeof stored) ||
+         strcmp(stored, r.fingerprint)))
+        return errorf("--data %s is not the data the checkpoint %s was trained on (its "
+                      "images changed)", r.data, t->out), 1;
     r.adam = (AdamConfig){t->lr, 0.9, 0.999, 1e-8, 0.0, 0};
     fprintf(stderr, "vae-train: %lld images from %s (%lld held out, %s), %zu parameters, "
             "batch %d, %ld steps/epoch, %d threads\n", (long long)t->ntrain, r.data,
