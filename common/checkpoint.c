@@ -10,17 +10,19 @@
 // LDM_FAULT_CKPT_ABORT is set to a non-empty value, ckpt_write calls _exit(3)
 // once half of the datasets of the temporary file are written, without
 // closing anything - as if the process had been killed (kill -9) mid-write.
-// The previous checkpoint at the target path must then be intact.
+// The previous checkpoint at the target path must then be intact. Set to
+// "sigint", it raises SIGINT twice there instead: an impatient second Ctrl-C
+// mid-write, which must also leave no temporary file behind.
 #include "checkpoint.h"
 
-#include <errno.h>
 #include <hdf5.h>
 #include <limits.h>
+#include <signal.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common.h"
+#include "paths.h"
 
 // ------------------------------------------------------------------- writing
 
@@ -33,7 +35,7 @@ static hid_t fapl_strong(void) {
 
 typedef struct {
     int written, total; // datasets, for the fault-injection hook
-    int fault;
+    int fault;          // 0 none, 1 _exit, 2 two SIGINTs
 } WriteProgress;
 
 static int write_dataset(hid_t group, const ParamInfo *pi, const float *data) {
@@ -65,7 +67,10 @@ static int write_group(hid_t file, const char *name, const ParamTable *t,
             return -1;
         }
         wp->written++;
-        if (wp->fault && wp->written == (wp->total + 1) / 2) _exit(3);
+        if (wp->fault && wp->written == (wp->total + 1) / 2) {
+            if (wp->fault == 2) raise(SIGINT), raise(SIGINT);
+            _exit(3);
+        }
     }
     return H5Gclose(g) < 0 ? -1 : 0;
 }
@@ -75,16 +80,18 @@ int ckpt_write(const char *path, const ParamTable *t, CkptBuffers bufs,
     h5_quiet();
     CHECK(bufs.model != NULL);
     char tmp[PATH_MAX];
-    tmp_path_for(tmp, sizeof tmp, path);
+    if (tmp_begin(tmp, sizeof tmp, path)) return -1;
     const char *fault = getenv("LDM_FAULT_CKPT_ABORT");
-    WriteProgress wp = {0, 0, fault && fault[0]};
+    WriteProgress wp = {0, 0, !fault || !fault[0] ? 0 : strcmp(fault, "sigint") ? 1 : 2};
     wp.total = t->n * (1 + (bufs.m != NULL) + (bufs.v != NULL) + (bufs.ema != NULL));
 
     hid_t fapl = fapl_strong();
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
-    if (file < 0)
+    if (file < 0) {
+        discard_tmp_file(tmp);
         return errorf("%s: cannot create checkpoint (temporary file %s)", path, tmp);
+    }
 
     const char *failed = NULL;
     if (attrs_write_h5(file, attrs) < 0) failed = "root attributes";
@@ -103,7 +110,7 @@ int ckpt_write(const char *path, const ParamTable *t, CkptBuffers bufs,
     // Closing flushes everything; a full disk shows up here.
     if (H5Fclose(file) < 0 && !failed) failed = "closing the file";
     if (failed) {
-        unlink(tmp);
+        discard_tmp_file(tmp);
         return errorf("%s: writing the checkpoint failed at %s (disk full or "
                       "not writable?); the previous file is unchanged", path, failed);
     }
@@ -113,9 +120,9 @@ int ckpt_write(const char *path, const ParamTable *t, CkptBuffers bufs,
 // ------------------------------------------------------------------- reading
 
 static hid_t open_ckpt(const char *path) {
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        errorf("%s: cannot open checkpoint: %s", path, strerror(errno));
+    const char *why;
+    if (regular_file(path, &why)) {
+        errorf("%s: cannot open checkpoint: %s", path, why);
         return -1;
     }
     hid_t fapl = fapl_strong();
@@ -173,7 +180,25 @@ static void format_shape(char *out, size_t cap, int ndim, const hsize_t *dims) {
     if (len < cap) snprintf(out + len, cap - len, ")");
 }
 
-// Reads one tensor, checking it is a float dataset of the table's shape.
+// Values a model or its optimizer never holds: NaN or infinity (which would
+// sample black images or train NaN from the first step), or a negative Adam
+// second moment (a mean of squares, whose square root the update takes).
+static int check_values(const char *path, const char *group, const ParamInfo *pi,
+                        const float *x) {
+    size_t i = first_nonfinite(x, pi->size);
+    if (i < pi->size)
+        return errorf("%s: /%s/%s holds %g at element %zu (a diverged run or a damaged file)",
+                      path, group, pi->name, x[i], i);
+    if (strcmp(group, "optim/v") == 0)
+        for (i = 0; i < pi->size; i++)
+            if (x[i] < 0)
+                return errorf("%s: /%s/%s holds %g at element %zu, but Adam's second moment "
+                              "is never negative", path, group, pi->name, x[i], i);
+    return 0;
+}
+
+// Reads one tensor, checking it is a float dataset of the table's shape and
+// its values (check_values).
 static int read_tensor(hid_t g, const char *path, const char *group,
                        const ParamInfo *pi, float *out) {
     if (H5Lexists(g, pi->name, H5P_DEFAULT) <= 0)
@@ -205,7 +230,7 @@ static int read_tensor(hid_t g, const char *path, const char *group,
             errorf("%s: cannot read /%s/%s (truncated or corrupt file?)", path,
                    group, pi->name);
         else
-            rc = 0;
+            rc = check_values(path, group, pi, out);
     }
     if (type >= 0) H5Tclose(type);
     if (space >= 0) H5Sclose(space);

@@ -19,13 +19,16 @@ typedef struct {
 // with a message; the previous file at `path` is untouched then.
 int ckpt_write(const char *path, const ParamTable *t, CkptBuffers bufs,
                const Attrs *attrs);
-// Reads root attributes; checks the file is HDF5 and has `kind` ==
-// expected_kind (NULL: any). Messages name `path`.
+// Reads root attributes; checks the file is a regular file (a FIFO would
+// block the open), HDF5 and has `kind` == expected_kind (NULL: any).
+// Messages name `path`.
 int ckpt_read_attrs(const char *path, const char *expected_kind, Attrs *attrs);
 // Reads group `group` ("model", "optim/m", "optim/v", "ema") into `out`,
 // checking every key of `t` is present with the table's shape and a float
-// type. Missing group or key, wrong shape or dtype, or tensors the table does
-// not have: -1 with a message.
+// type, and its values: NaN or infinity anywhere, or a negative value in
+// "optim/v", is refused. Missing group or key, wrong shape or dtype, a bad
+// value, or tensors the table does not have: -1 with a message naming the
+// tensor.
 int ckpt_read_group(const char *path, const ParamTable *t, const char *group,
                     float *out);
 // 1 if the group exists in the file, 0 if not, -1 if the file is unreadable.

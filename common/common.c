@@ -2,12 +2,17 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <math.h>
 #include <omp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "paths.h"
 
 void *xmalloc_(size_t n, const char *file, int line) {
     void *p = malloc(n ? n : 1);
@@ -75,26 +80,57 @@ int mul_size(size_t a, size_t b, size_t *out) {
     return 0;
 }
 
-void tmp_path_for(char *out, size_t cap, const char *path) {
-    snprintf(out, cap, "%s.tmp.%d", path, (int)getpid());
+int tmp_path_for(char *out, size_t cap, const char *path) {
+    return path_printf(out, cap, "%s.tmp.%d", path, (int)getpid());
+}
+
+// The temporary file of the atomic write in progress, for the signal handler
+// (on_signal) to remove: the name is complete before the flag says so.
+static char g_tmp[PATH_MAX];
+static volatile sig_atomic_t g_tmp_live = 0;
+
+int tmp_begin(char *out, size_t cap, const char *path) {
+    if (tmp_path_for(out, cap, path)) return -1;
+    CHECK(!g_tmp_live); // one atomic write at a time
+    CHECK(strlen(out) < sizeof g_tmp);
+    strcpy(g_tmp, out);
+    g_tmp_live = 1;
+    return 0;
+}
+
+void discard_tmp_file(const char *tmp) {
+    unlink(tmp);
+    g_tmp_live = 0;
 }
 
 int commit_tmp_file(const char *tmp, const char *path) {
     int fd = open(tmp, O_RDONLY);
-    if (fd < 0) return errorf("%s: cannot reopen to sync: %s", tmp, strerror(errno));
+    if (fd < 0) {
+        int e = errno;
+        discard_tmp_file(tmp);
+        return errorf("%s: cannot reopen to sync: %s", tmp, strerror(e));
+    }
     int rc = fsync(fd);
+    int e = errno;
     close(fd);
     if (rc != 0) {
-        unlink(tmp);
-        return errorf("%s: fsync failed: %s", path, strerror(errno));
+        discard_tmp_file(tmp);
+        return errorf("%s: fsync failed: %s", path, strerror(e));
     }
     if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
+        e = errno;
+        discard_tmp_file(tmp);
         return errorf("%s: cannot rename temporary file into place: %s", path,
                       strerror(e));
     }
+    g_tmp_live = 0;
     return 0;
+}
+
+size_t first_nonfinite(const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return i;
+    return n;
 }
 
 uint64_t fnv1a64(uint64_t h, const void *data, size_t n) {
@@ -114,12 +150,14 @@ void set_threads(int n) {
     openblas_set_num_threads(n);
 }
 
-#include <signal.h>
-
 static volatile sig_atomic_t g_interrupted = 0;
 
 static void on_signal(int sig) {
-    if (g_interrupted) _exit(128 + sig);
+    if (g_interrupted) {
+        // unlink() and _exit() are async-signal-safe.
+        if (g_tmp_live) unlink(g_tmp);
+        _exit(128 + sig);
+    }
     g_interrupted = sig;
 }
 

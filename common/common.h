@@ -35,11 +35,26 @@ double now_seconds(void); // monotonic clock
 // a * b with overflow detection: returns 0 and sets *out, or -1 on overflow.
 int mul_size(size_t a, size_t b, size_t *out);
 
-// Writes the path of the temporary file used for an atomic write of `path`
-// (same directory, so rename() is atomic). `out` must hold PATH_MAX bytes.
-void tmp_path_for(char *out, size_t cap, const char *path);
-// fsync()s `tmp`, then renames it over `path`; -1 with a message on failure.
+// Atomic writes: a file is written at a temporary path beside its target
+// (same folder, so rename() is atomic) and renamed over the target when
+// whole.
+//
+// Writes the temporary path for `path`, "<path>.tmp.<pid>", into out[cap]
+// (PATH_MAX bytes); -1 with a message when it does not fit.
+int tmp_path_for(char *out, size_t cap, const char *path);
+// tmp_path_for, and starts the write: until commit_tmp_file or
+// discard_tmp_file the temporary's name is held where a second SIGINT or
+// SIGTERM (interrupt_install), which exits at once, removes it first. One
+// write at a time.
+int tmp_begin(char *out, size_t cap, const char *path);
+// fsync()s `tmp`, then renames it over `path`; -1 with a message on failure
+// (the temporary is removed then). Ends the write.
 int commit_tmp_file(const char *tmp, const char *path);
+// Removes `tmp` (a write that failed or was given up). Ends the write.
+void discard_tmp_file(const char *tmp);
+
+// The index of the first NaN or infinity in x[0..n), or n if there is none.
+size_t first_nonfinite(const float *x, size_t n);
 
 // 64-bit FNV-1a over bytes, continuing from `h` (start with FNV_OFFSET).
 #define FNV_OFFSET 0xcbf29ce484222325ULL
@@ -51,6 +66,7 @@ void set_threads(int n);
 
 // SIGINT/SIGTERM -> a flag the training loops poll between steps, so an
 // interrupt ends with a checkpoint instead of a lost run. A second signal
-// while the first is being handled exits at once (status 130).
+// while the first is being handled exits at once (status 128 + signal),
+// removing the temporary file of an atomic write in progress (tmp_begin).
 void interrupt_install(void);
 int interrupted(void);

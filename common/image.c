@@ -1,6 +1,7 @@
 #include "image.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <stb_image_write.h>
 
 #include "common.h"
+#include "paths.h"
 
 // Reads the header of an open image file and leaves the position where it
 // was. 1: stb knows the format; 0: it does not (stb says why). -1: the
@@ -26,11 +28,8 @@ static int read_header(FILE *f, int *w, int *h, const char **why) {
 }
 
 int image_info(const char *path, int *w, int *h, const char **why) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (why) *why = strerror(errno);
-        return -1;
-    }
+    FILE *f = fopen_regular(path, why);
+    if (!f) return -1;
     int rc = read_header(f, w, h, why);
     fclose(f);
     if (rc == 0) {
@@ -42,11 +41,8 @@ int image_info(const char *path, int *w, int *h, const char **why) {
 
 uint8_t *image_load(const char *path, int channels, int *w, int *h, const char **why) {
     CHECK(channels == 1 || channels == 3);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (why) *why = strerror(errno);
-        return NULL;
-    }
+    FILE *f = fopen_regular(path, why);
+    if (!f) return NULL;
     // stb allocates what the header claims before it reads a pixel (a 70-byte
     // BMP naming 65391 x 9986 pixels cost 2 GB), so read the header first.
     // A header stb cannot read is left to the decoder, whose reason is the
@@ -110,17 +106,21 @@ static void png_sink_write(void *ctx, void *data, int size) {
 
 int png_write(const char *path, const uint8_t *pixels, int w, int h, int channels) {
     CHECK(w > 0 && h > 0 && channels >= 1 && channels <= 4);
-    char tmp[4096];
-    tmp_path_for(tmp, sizeof tmp, path);
+    char tmp[PATH_MAX];
     // Written beside the target and renamed, so a reader never sees half a PNG.
+    if (tmp_begin(tmp, sizeof tmp, path)) return -1;
     PngSink sink = {fopen(tmp, "wb"), 0};
-    if (!sink.f) return errorf("%s: cannot write PNG: %s", path, strerror(errno));
+    if (!sink.f) {
+        int e = errno;
+        discard_tmp_file(tmp);
+        return errorf("%s: cannot write PNG: %s", path, strerror(e));
+    }
     int ok = stbi_write_png_to_func(png_sink_write, &sink, w, h, channels, pixels, w * channels);
     int e = 0;
     if (!ok || sink.failed || fflush(sink.f) != 0) e = errno ? errno : EIO;
     if (fclose(sink.f) != 0 && !e) e = errno ? errno : EIO;
     if (!ok || e) {
-        remove(tmp);
+        discard_tmp_file(tmp);
         return errorf("%s: cannot write PNG: %s", path, strerror(e ? e : EIO));
     }
     return commit_tmp_file(tmp, path);
@@ -142,7 +142,7 @@ void image_to_u8(uint8_t *out, const float *img, int C, int H, int W) {
 
 int png_write_grid(const char *path, const float *images, int B, int C, int H,
                    int W, int cols) {
-    CHECK(B > 0 && (C == 1 || C == 3) && H > 0 && W > 0);
+    CHECK(B > 0 && B <= GRID_MAX_IMAGES && (C == 1 || C == 3) && H > 0 && W > 0);
     if (cols < 1) cols = 1;
     if (cols > B) cols = B;
     const int gap = 2;

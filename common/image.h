@@ -6,7 +6,8 @@
 #define IMAGE_MAX_PIXELS ((int64_t)1 << 26)
 // Decodes a PNG/JPEG/BMP file into 8-bit pixels, HWC interleaved, with
 // `channels` channels (1 grey or 3 RGB; stb converts). Returns NULL and
-// sets *why to a short reason on failure. Free with image_free().
+// sets *why to a short reason on failure (also for a path that is not a
+// regular file: a FIFO would never end). Free with image_free().
 uint8_t *image_load(const char *path, int channels, int *w, int *h, const char **why);
 void image_free(uint8_t *pixels);
 // Reads only the header, with image_load's checks of it: 0 and the size when
@@ -19,8 +20,12 @@ void image_resize_crop(uint8_t *out, const uint8_t *in, int w, int h,
                        int channels, int size);
 // Writes an 8-bit HWC PNG atomically. -1 with a message naming the path.
 int png_write(const char *path, const uint8_t *pixels, int w, int h, int channels);
-// Float images (B, C, H, W) in [-1, 1] -> a grid PNG with `cols` columns and
-// a 2-pixel gap; pixels: clamp to [-1, 1], round((x + 1) * 127.5).
+// The most images one grid PNG holds: the grid and its images are in memory
+// at once, so a program drawing more writes one PNG per image instead.
+#define GRID_MAX_IMAGES 4096
+// Float images (B, C, H, W) in [-1, 1], B <= GRID_MAX_IMAGES -> a grid PNG
+// with `cols` columns and a 2-pixel gap; pixels: clamp to [-1, 1],
+// round((x + 1) * 127.5).
 int png_write_grid(const char *path, const float *images, int B, int C, int H,
                    int W, int cols);
 // One float image (C, H, W) in [-1, 1] -> 8-bit HWC, same pixel rule.

@@ -37,11 +37,3 @@ void progress_print(Progress *p, long step, long total, long items_done,
 void progress_end(Progress *p) {
     if (p->is_tty) fputc('\n', stderr);
 }
-
-FILE *log_open(const char *ckpt_path) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s.log.jsonl", ckpt_path);
-    FILE *f = fopen(path, "a");
-    if (!f) errorf("%s: cannot open log file for writing", path);
-    return f;
-}

@@ -1,5 +1,5 @@
 // progress.h: the training progress line on stderr (step, loss parts,
-// items/s, ETA) and the JSON-lines log beside the checkpoint.
+// items/s, ETA).
 #pragma once
 #include <stdio.h>
 
@@ -17,6 +17,3 @@ void progress_print(Progress *p, long step, long total, long items_done,
                     const char *parts, double seconds_left, int force);
 // Ends the progress line with a newline (when on a terminal).
 void progress_end(Progress *p);
-
-// "<out>.log.jsonl" opened for appending; NULL with a message on failure.
-FILE *log_open(const char *ckpt_path);

@@ -169,7 +169,7 @@ done:
 static void idx_to_set(ImageSet *s, const uint8_t *px, int rows, int cols) {
     const int S = s->S, C = s->C;
     const size_t plane = (size_t)S * S;
-    s->pixels = xmalloc((size_t)s->N * C * plane);
+    s->pixels = xmalloc_aligned((size_t)s->N * C * plane); // huge pages: see load_folder
     const int pad = rows <= S && cols <= S;
     const int top = (S - rows) / 2, left = (S - cols) / 2;
 #pragma omp parallel
@@ -391,7 +391,9 @@ static int load_folder(ImageSet *s, const char *dir, size_t max_memory) {
     const int resident = mul_size((size_t)l.n, item, &bytes) == 0 && bytes <= max_memory;
     uint8_t *px = NULL; // (n, C, S, S)
     if (resident) {
-        px = xmalloc(l.n > 0 ? bytes : 1);
+        // On huge pages: first-touching 1.2 GB (100,000 64x64 RGB images) in
+        // 4 KB pages was 40% of decoding them (page faults).
+        px = xmalloc_aligned(l.n > 0 ? bytes : 1);
         decode_all(s, &l, px, why);
         keep_passed(s, &l, why, px, item);
     }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "paths.h"
 
 // Chunks of whole items, at most ~1 MiB and 256 items, so that batched
 // reads read (and a compressing writer would decompress) each chunk once.
@@ -54,10 +55,14 @@ int latent_cache_create(LatentCacheWriter *w, const char *path, int64_t N, int Z
     memset(w, 0, sizeof *w);
     w->h5file = w->dmean = w->dlogvar = w->dlabels = -1;
     w->N = N, w->Z = Z, w->h = h, w->w = wd;
-    snprintf(w->path, sizeof w->path, "%s", path);
-    tmp_path_for(w->tmp, sizeof w->tmp, path);
+    if (path_printf(w->path, sizeof w->path, "%s", path) ||
+        tmp_begin(w->tmp, sizeof w->tmp, path))
+        return -1;
     w->h5file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (w->h5file < 0) return errorf("%s: cannot create (temporary file %s)", path, w->tmp);
+    if (w->h5file < 0) {
+        discard_tmp_file(w->tmp);
+        return errorf("%s: cannot create (temporary file %s)", path, w->tmp);
+    }
     size_t item_bytes = (size_t)Z * h * wd * sizeof(float);
     hsize_t ci = item_bytes >= CHUNK_BYTES ? 1 : CHUNK_BYTES / item_bytes;
     if (ci > CHUNK_ITEMS) ci = CHUNK_ITEMS;
@@ -138,7 +143,7 @@ int latent_cache_finish(LatentCacheWriter *w, double scale_factor,
     else H5Fclose(f);
     w->h5file = -1;
     if (rc < 0) {
-        unlink(w->tmp);
+        discard_tmp_file(w->tmp);
         return errorf("%s: cannot finish writing (temporary file %s)", w->path, w->tmp);
     }
     return commit_tmp_file(w->tmp, w->path);
@@ -151,7 +156,7 @@ void latent_cache_abort(LatentCacheWriter *w) {
     if (w->h5file >= 0) {
         H5Fclose(w->h5file);
         w->h5file = -1;
-        unlink(w->tmp);
+        discard_tmp_file(w->tmp);
     }
 }
 
@@ -279,9 +284,7 @@ static int validate(LatentCache *c) {
                                        "vae_hash"};
     char hash[17];
     const AttrSpec spec[] = {
-        // 1 / std of the latents: above 1e6 the VAE has collapsed, and the
-        // scaled latents would overflow float long before 1e308.
-        {"scale_factor", SPEC_DOUBLE, 0, 1e6, &c->scale_factor, SPEC_GT_LO},
+        {"scale_factor", SPEC_DOUBLE, 0, SCALE_FACTOR_MAX, &c->scale_factor, SPEC_GT_LO},
         {"image_size", SPEC_INT, 1, 65536, &c->image_size, 0},
         {"in_channels", SPEC_INT, 1, 3, &c->in_channels, 0},
         {"source", SPEC_STR, 0, ATTR_STR_MAX - 1, c->source, 0},

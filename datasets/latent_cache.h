@@ -14,6 +14,11 @@
 
 #include "h5attr.h"
 
+// The largest scale factor a file may hold (a cache's, or the UNet's copy of
+// it): 1 / std of the latents; above 1e6 the VAE has collapsed, and the
+// scaled latents would overflow float long before 1e308.
+#define SCALE_FACTOR_MAX 1e6
+
 typedef struct {
     int64_t h5file;        // hid_t
     int64_t dmean, dlogvar, dlabels; // hid_t, dlabels < 0 when absent

@@ -6,12 +6,12 @@
 
 #include "common.h"
 
-int schedule_init(Schedule *s, int T, const char *kind) {
+int schedule_init(Schedule *s, int T, const char *kind, const char *where) {
     memset(s, 0, sizeof *s);
-    if (T < 1) return errorf("diffusion schedule: T must be at least 1, got %d", T);
+    if (T < 1) return errorf("%s: the schedule's T must be at least 1, got %d", where, T);
     int linear = strcmp(kind, "linear") == 0, cosine = strcmp(kind, "cosine") == 0;
     if (!linear && !cosine)
-        return errorf("diffusion schedule: unknown kind '%s' (linear or cosine)", kind);
+        return errorf("%s: unknown noise schedule '%s' (linear or cosine)", where, kind);
     s->T = T;
     s->betas = xmalloc((size_t)T * sizeof(double));
     s->alphas_cumprod = xmalloc((size_t)T * sizeof(double));
@@ -45,10 +45,10 @@ void schedule_free(Schedule *s) {
     memset(s, 0, sizeof *s);
 }
 
-int prediction_from_name(const char *name) {
+int prediction_from_name(const char *name, const char *where) {
     if (strcmp(name, "eps") == 0) return PRED_EPS;
     if (strcmp(name, "v") == 0) return PRED_V;
-    return errorf("unknown prediction '%s' (eps or v)", name);
+    return errorf("%s: unknown prediction '%s' (eps or v)", where, name);
 }
 
 const char *prediction_name(int prediction) { return prediction == PRED_V ? "v" : "eps"; }

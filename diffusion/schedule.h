@@ -15,15 +15,16 @@ typedef struct {
 } Schedule;
 
 // kind: "linear" (betas 1e-4 -> 0.02 evenly over T steps) or "cosine"
-// (s = 0.008, betas clipped at 0.999). -1 with a message for an unknown kind
-// or T < 1.
-int schedule_init(Schedule *s, int T, const char *kind);
+// (s = 0.008, betas clipped at 0.999). -1 with a message naming `where`
+// (the flag or the file the kind came from) for an unknown kind or T < 1.
+int schedule_init(Schedule *s, int T, const char *kind, const char *where);
 void schedule_free(Schedule *s);
 
 // What the network predicts.
 enum { PRED_EPS = 0, PRED_V = 1 };
-// "eps" -> PRED_EPS, "v" -> PRED_V; -1 with a message otherwise.
-int prediction_from_name(const char *name);
+// "eps" -> PRED_EPS, "v" -> PRED_V; -1 with a message naming `where` (the
+// flag or the file the name came from) otherwise.
+int prediction_from_name(const char *name, const char *where);
 const char *prediction_name(int prediction);
 
 // x0, noise, xt: (B, n) (n = Z*h*w), t (B) in [0, T).

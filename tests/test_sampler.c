@@ -18,7 +18,7 @@
 
 static void check_schedule(const char *kind, const char *dataset) {
     Schedule s;
-    CHECK(schedule_init(&s, 1000, kind) == 0);
+    CHECK(schedule_init(&s, 1000, kind, "test") == 0);
     size_t n;
     float *ref = golden_read(SAMPLER, dataset, &n);
     CHECK(n == 1000);
@@ -37,10 +37,10 @@ static void test_schedules(void) {
     check_schedule("linear", "linear_posterior_variance");
     check_schedule("cosine", "cosine_alphas_cumprod");
     Schedule s;
-    check_true("unknown schedule kind rejected", schedule_init(&s, 1000, "quadratic") < 0);
-    check_true("T = 0 rejected", schedule_init(&s, 0, "linear") < 0);
-    check_true("prediction names parse", prediction_from_name("eps") == PRED_EPS &&
-               prediction_from_name("v") == PRED_V && prediction_from_name("x0") < 0);
+    check_true("unknown schedule kind rejected", schedule_init(&s, 1000, "quadratic", "test") < 0);
+    check_true("T = 0 rejected", schedule_init(&s, 0, "linear", "test") < 0);
+    check_true("prediction names parse", prediction_from_name("eps", "test") == PRED_EPS &&
+               prediction_from_name("v", "test") == PRED_V && prediction_from_name("x0", "test") < 0);
 }
 
 // The narrow UNet of unet.h5 with its weights, for B items.
@@ -76,8 +76,8 @@ static void test_trajectories(void) {
     float *x = xmalloc(nl * sizeof(float));
     float *traj = xmalloc((size_t)(steps > T_ddpm ? steps : T_ddpm) * nl * sizeof(float));
     Schedule lin, shortlin;
-    CHECK(schedule_init(&lin, T, "linear") == 0);
-    CHECK(schedule_init(&shortlin, T_ddpm, "linear") == 0);
+    CHECK(schedule_init(&lin, T, "linear", "test") == 0);
+    CHECK(schedule_init(&shortlin, T_ddpm, "linear", "test") == 0);
 
     struct {
         const char *name, *what;

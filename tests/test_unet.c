@@ -262,7 +262,7 @@ static void test_unet(void) {
     float *vt = read_f(UNETF, "", "v_target", nl), *loss = read_f(UNETF, "", "loss", 1);
 
     Schedule s;
-    CHECK(schedule_init(&s, 1000, "linear") == 0);
+    CHECK(schedule_init(&s, 1000, "linear", "test") == 0);
     float *v = xmalloc(nl * sizeof(float));
     diffusion_target(v, &s, PRED_V, x0, noise, t, B, nl / B);
     check_close("v target", v, vt, nl, 1e-6);
@@ -393,7 +393,7 @@ static void test_unet_s_time_path(void) {
     rng_normal_fill(&rng, noise, nl);
     int t[1] = {321};
     Schedule s;
-    CHECK(schedule_init(&s, 1000, "linear") == 0);
+    CHECK(schedule_init(&s, 1000, "linear", "test") == 0);
     DiffusionLoss dl;
     diffusion_loss_init(&dl, 1, nl);
     memset(u.grads, 0, u.table.total * sizeof(float));

@@ -169,7 +169,7 @@ typedef struct {
 static void unet_bench_init(UNetBench *b, const UNetConfig *cfg, int B, int seed) {
     memset(b, 0, sizeof *b);
     unet_init(&b->u, cfg, B);
-    CHECK(schedule_init(&b->s, T_STEPS, "linear") == 0);
+    CHECK(schedule_init(&b->s, T_STEPS, "linear", "ldm-bench") == 0);
     b->B = B;
     b->P = b->u.table.total;
     b->ln = (size_t)cfg->latent_channels * cfg->latent_size * cfg->latent_size;
@@ -249,7 +249,7 @@ static void ddim_bench_init(DdimBench *b, const UNetConfig *ucfg, const VaeConfi
     memset(b, 0, sizeof *b);
     unet_init(&b->u, ucfg, B);
     vae_init(&b->v, vcfg, B);
-    CHECK(schedule_init(&b->s, T_STEPS, "linear") == 0);
+    CHECK(schedule_init(&b->s, T_STEPS, "linear", "ldm-bench") == 0);
     b->B = B;
     b->ln = (size_t)ucfg->latent_channels * ucfg->latent_size * ucfg->latent_size;
     rng_init(&b->rng, (uint64_t)seed);

@@ -6,9 +6,11 @@
 #include <math.h>
 #include <omp.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common.h"
+#include "paths.h"
 #include "plot.h"
 #include "progress.h"
 
@@ -210,12 +212,65 @@ static void series_add(Series *s, double x, double y) {
     s->x[s->n] = x, s->y[s->n++] = y;
 }
 
-// "<out minus .h5><suffix>"
-static void out_sibling(char *buf, size_t cap, const char *out, const char *suffix) {
+// The length of `out` without a ".h5" ending: the stem of the files beside it.
+static int stem_len(const char *out) {
     size_t len = strlen(out);
     if (len > 3 && !strcmp(out + len - 3, ".h5")) len -= 3;
-    CHECK(len + strlen(suffix) < cap);
-    snprintf(buf, cap, "%.*s%s", (int)len, out, suffix);
+    return (int)len;
+}
+
+int trainer_sibling(char *buf, const char *out, const char *suffix) {
+    return path_printf(buf, PATH_MAX, "%.*s%s", stem_len(out), out, suffix);
+}
+
+// The files a run writes beside its checkpoint: the log "<out>.log.jsonl"
+// and the loss plot "<out minus .h5>.loss.png" (buffers of PATH_MAX bytes).
+static int run_files(const char *out, char *log_path, char *plot_path) {
+    return path_printf(log_path, PATH_MAX, "%s.log.jsonl", out) ||
+           trainer_sibling(plot_path, out, ".loss.png");
+}
+
+// The step-numbered copy of checkpoint `out` (--keep):
+// "<out minus .h5>.step<N>.h5", in a buffer of PATH_MAX bytes.
+static int numbered_path(char *buf, const char *out, long step) {
+    char suffix[40];
+    snprintf(suffix, sizeof suffix, ".step%ld.h5", step);
+    return trainer_sibling(buf, out, suffix);
+}
+
+// 1 (and *step) if file name `name` is that of a numbered copy of the
+// checkpoint whose file name is `out_name`.
+static int numbered_step(const char *name, const char *out_name, long *step) {
+    int sl = stem_len(out_name);
+    char tail[8];
+    return !strncmp(name, out_name, (size_t)sl) &&
+           sscanf(name + sl, ".step%ld.h%2s", step, tail) == 2 && !strcmp(tail, "5");
+}
+
+static const char *file_name(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+int trainer_check_paths(const Trainer *t, const PathArg *inputs, int n) {
+    char log_path[PATH_MAX], plot_path[PATH_MAX];
+    if (check_output_path((PathArg){"--out", t->out}, OUT_FILE, inputs, n) ||
+        run_files(t->out, log_path, plot_path) ||
+        check_output_path((PathArg){"the log of --out", log_path}, OUT_FILE, inputs, n) ||
+        check_output_path((PathArg){"the loss plot of --out", plot_path}, OUT_FILE, inputs, n))
+        return -1;
+    // --keep deletes the older numbered copies it finds beside --out.
+    for (int i = 0; i < n && t->keep > 0; i++) {
+        long step;
+        char copy[PATH_MAX];
+        struct stat a, b;
+        if (inputs[i].path && numbered_step(file_name(inputs[i].path), file_name(t->out), &step) &&
+            numbered_path(copy, t->out, step) == 0 && stat(copy, &a) == 0 &&
+            stat(inputs[i].path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+            return errorf("%s: %s is named like a step-numbered copy of --out %s, which "
+                          "--keep deletes", inputs[i].path, inputs[i].flag, t->out);
+    }
+    return 0;
 }
 
 // JSON has no NaN or infinity: those are written as null.
@@ -239,7 +294,7 @@ static int json_get(const char *line, const char *key, double *v) {
 // (lines past the checkpoint's step, from a run that crashed, are skipped).
 // The held-out figure is the line's "heldout_..." key.
 static void series_from_log(Series *train, Series *held, const char *path, long upto) {
-    FILE *f = fopen(path, "r");
+    FILE *f = fopen_regular(path, NULL);
     if (!f) return;
     char line[1024];
     while (fgets(line, sizeof line, f)) {
@@ -256,8 +311,8 @@ static void series_from_log(Series *train, Series *held, const char *path, long 
 // <log>.prev); a resumed run appends.
 static FILE *open_log(const char *path, int resuming) {
     if (!resuming && access(path, F_OK) == 0) {
-        char prev[PATH_MAX + 32];
-        snprintf(prev, sizeof prev, "%s.prev", path);
+        char prev[PATH_MAX];
+        if (path_printf(prev, sizeof prev, "%s.prev", path)) return NULL;
         if (rename(path, prev) != 0) {
             errorf("%s: cannot move the previous run's log aside to %s", path, prev);
             return NULL;
@@ -287,31 +342,22 @@ static int cmp_long_desc(const void *a, const void *b) {
 // link to the new file, so no second write), and only the newest `keep`.
 static void keep_numbered_copy(const char *out, long step, int keep) {
     if (keep <= 0) return;
-    const char *slash = strrchr(out, '/');
-    char dir[PATH_MAX], stem[PATH_MAX], name[2 * PATH_MAX + 32];
-    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - out) : 1, slash ? out : ".");
-    out_sibling(stem, sizeof stem, slash ? slash + 1 : out, "");
-    snprintf(name, sizeof name, "%s/%s.step%ld.h5", dir, stem, step);
+    char name[PATH_MAX], dir[PATH_MAX];
+    if (numbered_path(name, out, step)) return;
     unlink(name);
     if (link(out, name) != 0) warnf("%s: cannot keep a numbered copy", name);
-    DIR *d = opendir(dir);
+    const char *base = file_name(out);
+    if (path_printf(dir, sizeof dir, "%.*s", (int)(base - out), out)) return;
+    DIR *d = opendir(dir[0] ? dir : ".");
     if (!d) return;
     long steps[4096];
     int n = 0;
-    size_t sl = strlen(stem);
-    for (struct dirent *e; (e = readdir(d)) && n < 4096;) {
-        long s;
-        char tail[8];
-        if (!strncmp(e->d_name, stem, sl) &&
-            sscanf(e->d_name + sl, ".step%ld.h%2s", &s, tail) == 2 && !strcmp(tail, "5"))
-            steps[n++] = s;
-    }
+    for (struct dirent *e; (e = readdir(d)) && n < 4096;)
+        if (numbered_step(e->d_name, base, &steps[n])) n++;
     closedir(d);
     qsort(steps, n, sizeof *steps, cmp_long_desc);
-    for (int i = keep; i < n; i++) {
-        snprintf(name, sizeof name, "%s/%s.step%ld.h5", dir, stem, steps[i]);
-        unlink(name);
-    }
+    for (int i = keep; i < n; i++)
+        if (numbered_path(name, out, steps[i]) == 0) unlink(name);
 }
 
 static int save(Trainer *t, const TrainerHooks *h) {
@@ -352,9 +398,8 @@ int trainer_run(Trainer *t, const TrainerHooks *h) {
     }
     if (t->nheld == 0)
         fprintf(stderr, "%s: fewer than 10 items: none held out, no evaluation\n", h->name);
-    char log_path[PATH_MAX + 16], plot_path[PATH_MAX + 16];
-    snprintf(log_path, sizeof log_path, "%s.log.jsonl", t->out);
-    out_sibling(plot_path, sizeof plot_path, t->out, ".loss.png");
+    char log_path[PATH_MAX], plot_path[PATH_MAX];
+    if (run_files(t->out, log_path, plot_path)) return 1;
     Series train, held;
     series_init(&train), series_init(&held);
     if (t->resuming) series_from_log(&train, &held, log_path, t->step);

@@ -9,7 +9,8 @@
 // writes both in its save, and reports each loss as a metric.
 //
 // The order of use in a trainer's main():
-//   trainer_init -> trainer_parse (shared + own flags) -> trainer_resume
+//   trainer_init -> trainer_parse (shared + own flags) -> trainer_check_paths
+//   (the outputs against the inputs) -> trainer_resume
 //   (reads the checkpoint's settings into the flags) -> set up data and model
 //   -> trainer_set_data -> trainer_run -> trainer_free.
 #pragma once
@@ -17,6 +18,7 @@
 
 #include "args.h"
 #include "checkpoint.h"
+#include "paths.h"
 #include "rng.h"
 
 // Random streams of a training run. Every draw of step s comes from
@@ -95,6 +97,14 @@ int trainer_parse(Trainer *t, int argc, char **argv, const Opt *own, int nown,
                   const char *usage);
 // 1 if flag `name` (own or shared) was on the command line.
 int trainer_given(const Trainer *t, const char *name);
+// The files a run writes - --out, its log and loss plot - checked against
+// the program's input files (check_output_path), and no input named like a
+// step-numbered copy that --keep would delete. Called right after
+// trainer_parse, before any work. 0 or -1 (message printed).
+int trainer_check_paths(const Trainer *t, const PathArg *inputs, int n);
+// "<out minus .h5><suffix>" into buf (PATH_MAX bytes): a file written beside
+// the checkpoint. -1 with a message when it does not fit.
+int trainer_sibling(char *buf, const char *out, const char *suffix);
 // With --resume and a checkpoint at --out: reads its attributes (into *a),
 // checks its kind, and sets every flag that names an attribute (Opt.attr) to
 // the checkpoint's value (validated against the flag's range); a given flag

@@ -4,6 +4,7 @@
 #include "common.h"
 #include "image.h"
 #include "latent_cache.h"
+#include "paths.h"
 #include "toolkit.h"
 #include "vae.h"
 #include "vae_ckpt.h"
@@ -15,7 +16,7 @@ int main(int argc, char **argv) {
     Opt opts[] = {
         {"--vae", OPT_STR, &vae_path, "VAE checkpoint that made the cache"},
         {"--latents", OPT_STR, &cache, "latent cache from vae-encode"},
-        {"--n", OPT_INT, &n, "latents to decode (the first n)", .lo = 1, .hi = 1 << 30},
+        {"--n", OPT_INT, &n, "latents to decode (the first n)", .lo = 1, .hi = GRID_MAX_IMAGES},
         {"--out", OPT_STR, &out, "grid PNG"},
         {"--threads", OPT_INT, &threads, "threads", .lo = 1, .hi = 1024},
     };
@@ -24,6 +25,8 @@ int main(int argc, char **argv) {
     if (rc) return rc > 0 ? 0 : 2;
     if (!vae_path || !cache) return errorf("vae-decode: --vae and --latents are required (see --help)"), 2;
     if (n < 1 || threads < 1) return errorf("vae-decode: --n and --threads must be positive"), 2;
+    const PathArg inputs[] = {{"--vae", vae_path}, {"--latents", cache}};
+    if (check_output_path((PathArg){"--out", out}, OUT_FILE, inputs, 2)) return 1;
     set_threads(threads);
     h5_quiet();
 
@@ -40,6 +43,9 @@ int main(int argc, char **argv) {
     float *x = xmalloc(n * img * sizeof(float));      // (n, C, S, S)
     if (latent_cache_read(&c, 0, n, mean, logvar, NULL)) return 1;
     vae_decode(&v, x, mean, n);
+    if (first_nonfinite(x, n * img) < n * img)
+        return errorf("%s: its first %d latents decode to values that are not finite (the "
+                      "cache holds NaN or infinity?)", cache, n), 1;
     if (png_write_grid(out, x, n, v.cfg.in_channels, v.cfg.image_size, v.cfg.image_size, 8))
         return 1;
     fprintf(stderr, "vae-decode: wrote %s (%d images)\n", out, n);

@@ -7,6 +7,7 @@
 #include "common.h"
 #include "imageset.h"
 #include "latent_cache.h"
+#include "paths.h"
 #include "progress.h"
 #include "rng.h"
 #include "toolkit.h"
@@ -35,6 +36,9 @@ int main(int argc, char **argv) {
     if (!vae_path || !data || !out)
         return errorf("vae-encode: --vae, --data and --out are required (see --help)"), 2;
     if (batch < 1 || threads < 1) return errorf("vae-encode: --batch and --threads must be positive"), 2;
+    if (check_output_path((PathArg){"--out", out}, OUT_FILE,
+                          (PathArg[]){{"--vae", vae_path}, {"--data", data}}, 2))
+        return 1;
     set_threads(threads);
     h5_quiet();
 

@@ -7,6 +7,7 @@
 #include "common.h"
 #include "image.h"
 #include "imageset.h"
+#include "paths.h"
 #include "toolkit.h"
 #include "vae.h"
 #include "vae_ckpt.h"
@@ -27,6 +28,8 @@ int main(int argc, char **argv) {
     if (rc) return rc > 0 ? 0 : 2;
     if (!vae_path || !data) return errorf("vae-reconstruct: --vae and --data are required (see --help)"), 2;
     if (n < 1 || threads < 1) return errorf("vae-reconstruct: --n and --threads must be positive"), 2;
+    const PathArg inputs[] = {{"--vae", vae_path}, {"--data", data}};
+    if (check_output_path((PathArg){"--out", out}, OUT_FILE, inputs, 2)) return 1;
     set_threads(threads);
     h5_quiet();
 
