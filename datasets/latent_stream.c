@@ -1,8 +1,10 @@
 // latent_stream.c: background reads of a cache's items (see latent_stream.h).
 // One reader thread; HDF5 here is built thread-safe, so the main thread may
 // write checkpoints while it reads.
+#define _GNU_SOURCE // SCHED_IDLE
 #include "latent_stream.h"
 
+#include <sched.h>
 #include <string.h>
 
 #include "common.h"
@@ -45,6 +47,12 @@ void latent_stream_init(LatentStream *s, LatentCache *c, int max_n) {
     CHECK(pthread_mutex_init(&s->mu, NULL) == 0);
     CHECK(pthread_cond_init(&s->cv, NULL) == 0);
     CHECK(pthread_create(&s->thread, NULL, reader, s) == 0);
+    // The reader runs only on a core the compute leaves idle: preempting an
+    // OpenMP thread would stall its whole team at the next barrier. When the
+    // step needs the batch and it is not read yet, get() sleeps, which idles
+    // a core for the reader. (Best effort: without it the reader competes.)
+    struct sched_param idle = {0};
+    pthread_setschedparam(s->thread, SCHED_IDLE, &idle);
 }
 
 void latent_stream_free(LatentStream *s) {

@@ -383,11 +383,13 @@ static int save(Trainer *t, const TrainerHooks *h) {
     return 0;
 }
 
-static void draw_plot(const char *path, const char *name, const Series *train,
+static void draw_plot(const char *path, const char *name, const char *out, const Series *train,
                       const Series *held, const Metrics *e) {
     PlotSeries tr = {train->x, train->y, train->n, "training loss"};
-    PlotSeries he = {held->x, held->y, held->n, e->key[0]};
-    if (plot_losses_png(path, name, tr, he, e->axis)) warnf("%s: loss plot not written", path);
+    PlotSeries he = {held->x, held->y, held->n, e->axis ? e->axis : "held-out loss"};
+    char title[256];
+    snprintf(title, sizeof title, "%s: %s", name, out); // the plot cuts a long title itself
+    if (plot_losses_png(path, title, tr, he, e->axis)) warnf("%s: loss plot not written", path);
 }
 
 int trainer_run(Trainer *t, const TrainerHooks *h) {
@@ -477,7 +479,7 @@ int trainer_run(Trainer *t, const TrainerHooks *h) {
                 break;
             }
             series_add(&held, (double)t->step, e.v[0]);
-            draw_plot(plot_path, h->name, &train, &held, &e);
+            draw_plot(plot_path, h->name, t->out, &train, &held, &e);
         }
         fflush(log);
         if (h->extra && h->extra_every > 0 && (t->step % h->extra_every == 0 || last))
