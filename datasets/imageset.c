@@ -230,7 +230,25 @@ static int find_labels_for(const char *images, char *out, size_t cap) {
 typedef struct {
     char **v;
     int n, cap;
+    struct { dev_t dev; ino_t ino; } *seen; // (nseen) folders walked, by identity
+    int nseen, seen_cap;
 } PathList;
+
+// 1 the first time folder st is met: a symbolic link to a folder already
+// walked (a loop, or a link to a parent) is not walked again, so every real
+// folder's images count once.
+static int first_visit(PathList *l, const struct stat *st) {
+    for (int i = 0; i < l->nseen; i++)
+        if (l->seen[i].dev == st->st_dev && l->seen[i].ino == st->st_ino) return 0;
+    if (l->nseen == l->seen_cap) {
+        l->seen_cap = l->seen_cap ? 2 * l->seen_cap : 64;
+        l->seen = realloc(l->seen, (size_t)l->seen_cap * sizeof *l->seen);
+        CHECK(l->seen != NULL);
+    }
+    l->seen[l->nseen].dev = st->st_dev;
+    l->seen[l->nseen++].ino = st->st_ino;
+    return 1;
+}
 
 static char *xstrdup(const char *p) {
     size_t len = strlen(p) + 1;
@@ -251,6 +269,7 @@ static void paths_push(PathList *l, const char *p) {
 static void paths_free(PathList *l) {
     for (int i = 0; i < l->n; i++) free(l->v[i]);
     free(l->v);
+    free(l->seen);
 }
 
 static int has_image_ext(const char *name) {
@@ -268,6 +287,8 @@ static int walk(PathList *l, const char *dir, int depth) {
         warnf("%s: deeper than %d folders, not searched", dir, FOLDER_MAX_DEPTH);
         return 0;
     }
+    struct stat self;
+    if (stat(dir, &self) == 0 && !first_visit(l, &self)) return 0;
     DIR *d = opendir(dir);
     if (!d) {
         if (depth == 0) return errorf("%s: cannot open folder: %s", dir, strerror(errno));

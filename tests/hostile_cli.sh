@@ -211,5 +211,17 @@ else
 fi
 check "  ... no temporary left, no cache" sh -c "! ls '$T'/big.h5* >/dev/null 2>&1"
 
+# ---------------------------------------------------------------- folder walk
+# Symbolic links that loop (sub/loop -> .) or lead to a parent (sub/up -> ..)
+# must not make the walk grow or count an image twice: 2 real images.
+mkdir -p "$T/walk/sub"
+set -- "$T"/x/y/imgs/*.png
+cp "$1" "$T/walk/a.png"; cp "$2" "$T/walk/sub/b.png"
+ln -s . "$T/walk/sub/loop"; ln -s .. "$T/walk/sub/up"
+expect_ok "vae-train on a folder with a looping link and a link to its parent" \
+    "$B/vae-train" --data "$T/walk" --image-size 8 --base-channels 4 --threads 1 --steps 1 --out "$T/walk.h5"
+check "  ... counts each real image once (2 images)" grep -q "vae-train: 2 images from" "$T/err"
+check "  ... and warns about nothing" test "$(grep -c warning "$T/err")" -eq 0
+
 echo "hostile_cli: $fails failure(s)"
 [ $fails -eq 0 ]
