@@ -269,7 +269,6 @@ static void paths_push(PathList *l, const char *p) {
 static void paths_free(PathList *l) {
     for (int i = 0; i < l->n; i++) free(l->v[i]);
     free(l->v);
-    free(l->seen);
 }
 
 static int has_image_ext(const char *name) {
@@ -396,7 +395,10 @@ static void stream_init(ImageSet *s, PathList *paths);
 
 static int load_folder(ImageSet *s, const char *dir, size_t max_memory) {
     PathList l = {0};
-    if (walk(&l, dir, 0) != 0) return -1;
+    int rc = walk(&l, dir, 0);
+    free(l.seen); // only the walk needs it
+    l.seen = NULL;
+    if (rc != 0) return -1;
     // readdir order is filesystem-dependent; sorting makes item i the same
     // file everywhere.
     if (l.n > 1) qsort(l.v, (size_t)l.n, sizeof(char *), cmp_str);
