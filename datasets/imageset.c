@@ -219,8 +219,8 @@ static int find_labels_for(const char *images, char *out, size_t cap) {
     const char *suffixes[] = {at + strlen(key), ".gz", ""};
     for (int i = 0; i < 3; i++) {
         struct stat st;
-        snprintf(out, cap, "%.*s-labels-idx1-ubyte%s", pre, images, suffixes[i]);
-        if (stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
+        int len = snprintf(out, cap, "%.*s-labels-idx1-ubyte%s", pre, images, suffixes[i]);
+        if (len >= 0 && (size_t)len < cap && stat(out, &st) == 0 && S_ISREG(st.st_mode)) return 1;
     }
     return 0;
 }
@@ -737,6 +737,9 @@ int imageset_open(ImageSet *s, const char *source, int size, int channels, size_
     memset(s, 0, sizeof *s);
     s->C = channels;
     s->S = size;
+    if (strlen(source) >= sizeof s->source)
+        return errorf("%.200s...: a path of %zu characters, more than the %zu a path may have",
+                      source, strlen(source), sizeof s->source - 1);
     snprintf(s->source, sizeof s->source, "%s", source);
     int rc;
     const char *split = NULL;

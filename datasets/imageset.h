@@ -26,6 +26,7 @@
 //
 // prefetch and batch are called from one thread (the one that opened the set).
 #pragma once
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,7 +42,7 @@ typedef struct {
     int32_t *labels;      // (N) or NULL
     int skipped;          // undecodable files skipped (folders)
     ImageStream *stream;  // NULL when resident
-    char source[512];
+    char source[PATH_MAX]; // a longer source is refused at open, never cut
 } ImageSet;
 
 // A quarter of the physical memory: the default of --max-memory. The rest is
