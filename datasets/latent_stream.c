@@ -4,6 +4,7 @@
 #define _GNU_SOURCE // SCHED_IDLE
 #include "latent_stream.h"
 
+#include <hdf5.h>
 #include <sched.h>
 #include <string.h>
 
@@ -44,6 +45,11 @@ void latent_stream_init(LatentStream *s, LatentCache *c, int max_n) {
         s->idx[k] = xmalloc((size_t)max_n * sizeof(int64_t));
     }
     s->handed = -1;
+    // HDF5 built without thread safety must not be called from two threads
+    // (the main one writes checkpoints): then every batch is read in get().
+    hbool_t safe = 0;
+    s->sync = H5is_library_threadsafe(&safe) < 0 || !safe;
+    if (s->sync) return;
     CHECK(pthread_mutex_init(&s->mu, NULL) == 0);
     CHECK(pthread_cond_init(&s->cv, NULL) == 0);
     CHECK(pthread_create(&s->thread, NULL, reader, s) == 0);
@@ -56,6 +62,8 @@ void latent_stream_init(LatentStream *s, LatentCache *c, int max_n) {
 }
 
 void latent_stream_free(LatentStream *s) {
+    for (int k = 0; k < 2; k++) free(s->mean[k]), free(s->logvar[k]), free(s->idx[k]);
+    if (s->sync) return;
     pthread_mutex_lock(&s->mu);
     s->quit = 1;
     pthread_cond_broadcast(&s->cv);
@@ -63,7 +71,6 @@ void latent_stream_free(LatentStream *s) {
     pthread_join(s->thread, NULL);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
-    for (int k = 0; k < 2; k++) free(s->mean[k]), free(s->logvar[k]), free(s->idx[k]);
 }
 
 // The slot not handed out; waits while the reader still fills it.
@@ -75,6 +82,7 @@ static int other_slot(LatentStream *s) {
 
 void latent_stream_request(LatentStream *s, const int *idx, int n) {
     CHECK(n > 0 && n <= s->max_n);
+    if (s->sync) return;
     pthread_mutex_lock(&s->mu);
     int k = other_slot(s);
     for (int i = 0; i < n; i++) s->idx[k][i] = idx[i];
@@ -94,6 +102,11 @@ static int same_items(const LatentStream *s, int k, const int *idx, int n) {
 int latent_stream_get(LatentStream *s, const int *idx, int n, const float **mean,
                       const float **logvar) {
     CHECK(n > 0 && n <= s->max_n);
+    if (s->sync) {
+        for (int i = 0; i < n; i++) s->idx[0][i] = idx[i];
+        *mean = s->mean[0], *logvar = s->logvar[0];
+        return latent_cache_read_items(s->cache, s->idx[0], n, s->mean[0], s->logvar[0], NULL);
+    }
     pthread_mutex_lock(&s->mu);
     int k = other_slot(s);
     int rc = 0;

@@ -22,6 +22,7 @@ typedef struct {
     int state[2];                 // SLOT_FREE, SLOT_QUEUED, SLOT_READY, SLOT_FAILED
     int handed;                   // the slot get() handed out last, -1: none
     int quit;
+    int sync;                     // HDF5 not thread-safe: no thread, get() reads
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;

@@ -118,6 +118,13 @@ check "... the step-5 checkpoint is byte-identical" cmp -s "$T/vn.h5" "$T/vn.bef
 LDM_FAULT_NAN_STEP=1 "$B/vae-train" $V --out "$T/vn1.h5" --steps 3 >"$T/vn1.err" 2>&1; rc=$?
 check "vae-train NaN at step 1: exit $rc, no checkpoint created" test $rc -eq 1 -a ! -e "$T/vn1.h5"
 
+# A run that stopped after its last checkpoint (NaN at step 6, checkpoint at
+# 3) left steps 4-5 in the log: a resume drops them, so every step is logged once.
+LDM_FAULT_NAN_STEP=6 "$B/vae-train" $V --out "$T/vt.h5" --steps 8 --ckpt-every 3 >/dev/null 2>&1
+run vt "$B/vae-train" $VR --out "$T/vt.h5" --steps 8 --resume
+check "resume after steps logged past the checkpoint: steps 1-8 logged once each" \
+    test "$(grep '"loss"' "$T/vt.h5.log.jsonl" | sed 's/{"step": \([0-9]*\),.*/\1/' | tr '\n' ' ')" = "1 2 3 4 5 6 7 8 "
+
 # A file-size limit (as a full disk): the checkpoint cannot be written.
 (ulimit -f 40; exec "$B/vae-train" $VR --out "$T/v2.h5" --steps 30 --resume) >"$T/vd.err" 2>&1; rc=$?
 check "vae-train under ulimit -f: exit 1 (got $rc) with a message" \

@@ -53,7 +53,9 @@ int vae_psnr(Vae *v, ImageSet *s, int start, int n, double *psnr) {
     }
     free(x), free(xh), free(mean), free(logvar), free(idx);
     if (rc != 0) return -1;
-    double mse = se / ((double)n * img);
+    // A perfect reconstruction (constant images) would be +inf dB, which
+    // the run loop takes for a diverged figure: capped at 120 dB.
+    double mse = fmax(se / ((double)n * img), 4e-12);
     *psnr = 10.0 * log10(4.0 / mse);
     return 0;
 }

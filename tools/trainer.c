@@ -290,21 +290,40 @@ static int json_get(const char *line, const char *key, double *v) {
     return end != p + strlen(pat);
 }
 
-// A resumed run continues the plot from the log of the steps before it
-// (lines past the checkpoint's step, from a run that crashed, are skipped).
-// The held-out figure is the line's "heldout_..." key.
-static void series_from_log(Series *train, Series *held, const char *path, long upto) {
+// A resumed run continues the log and the plot from the steps before it.
+// Lines past the checkpoint's step (a run that crashed after its last
+// checkpoint) are dropped from the log, so that they are neither plotted nor
+// doubled by the steps the resumed run logs again. The held-out figure is the
+// line's "heldout_..." key.
+static int resume_log(Series *train, Series *held, const char *path, long upto) {
     FILE *f = fopen_regular(path, NULL);
-    if (!f) return;
-    char line[1024];
+    if (!f) return 0; // no log yet: nothing to continue
+    char tmp[PATH_MAX], line[1024];
+    if (tmp_path_for(tmp, sizeof tmp, path)) {
+        fclose(f);
+        return -1;
+    }
+    FILE *o = fopen(tmp, "w");
+    if (!o) {
+        fclose(f);
+        return errorf("%s: cannot write (trimming the log %s)", tmp, path);
+    }
     while (fgets(line, sizeof line, f)) {
         double s, v;
-        if (!json_get(line, "step", &s) || s > upto) continue;
+        int has_step = json_get(line, "step", &s);
+        if (has_step && s > upto) continue;
+        fputs(line, o);
+        if (!has_step) continue;
         if (json_get(line, "loss", &v)) series_add(train, s, v);
         const char *h = strstr(line, "\"heldout_");
         if (h && sscanf(strchr(h + 1, '"') + 1, ": %lf", &v) == 1) series_add(held, s, v);
     }
     fclose(f);
+    if (fclose(o) != 0) {
+        unlink(tmp);
+        return errorf("%s: cannot write (trimming the log %s)", tmp, path);
+    }
+    return rename(tmp, path) == 0 ? 0 : errorf("%s: cannot replace the log", path);
 }
 
 // A fresh run starts a fresh log (the previous one is kept as
@@ -350,14 +369,24 @@ static void keep_numbered_copy(const char *out, long step, int keep) {
     if (path_printf(dir, sizeof dir, "%.*s", (int)(base - out), out)) return;
     DIR *d = opendir(dir[0] ? dir : ".");
     if (!d) return;
-    long steps[4096];
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d)) && n < 4096;)
-        if (numbered_step(e->d_name, base, &steps[n])) n++;
+    // Copies past this step belong to a longer run this one restarted or
+    // resumed from before; they are not counted (nor deleted).
+    long *steps = NULL, s;
+    int n = 0, cap = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (!numbered_step(e->d_name, base, &s) || s > step) continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 64;
+            steps = realloc(steps, (size_t)cap * sizeof *steps);
+            CHECK(steps != NULL);
+        }
+        steps[n++] = s;
+    }
     closedir(d);
     qsort(steps, n, sizeof *steps, cmp_long_desc);
     for (int i = keep; i < n; i++)
         if (numbered_path(name, out, steps[i]) == 0) unlink(name);
+    free(steps);
 }
 
 static int save(Trainer *t, const TrainerHooks *h) {
@@ -404,7 +433,7 @@ int trainer_run(Trainer *t, const TrainerHooks *h) {
     if (run_files(t->out, log_path, plot_path)) return 1;
     Series train, held;
     series_init(&train), series_init(&held);
-    if (t->resuming) series_from_log(&train, &held, log_path, t->step);
+    if (t->resuming && resume_log(&train, &held, log_path, t->step)) return 1;
     FILE *log = open_log(log_path, t->resuming);
     if (!log) return 1;
 

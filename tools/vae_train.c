@@ -125,7 +125,8 @@ int main(int argc, char **argv) {
     if (trainer_set_data(t, r.set.N, r.data)) return 1;
     if (imageset_check_memory(&r.set, (int)t->B, r.max_memory)) return 1;
     int64_t items;
-    if (t->resuming && !attrs_get_int(&ck, t->out, "source_items", &items) && items != r.set.N)
+    if (t->resuming && attrs_find(&ck, "source_items") &&
+        !attrs_get_int(&ck, t->out, "source_items", &items) && items != r.set.N)
         return errorf("--data %s has %d images, but the checkpoint %s was trained on %lld of "
                       "it: the data changed", r.data, r.set.N, t->out, (long long)items), 1;
 
