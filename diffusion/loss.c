@@ -35,7 +35,7 @@ float diffusion_loss_forward(DiffusionLoss *l, UNet *u, const Schedule *s, int p
     CHECK(B >= 1 && B <= l->max_batch);
     q_sample(l->xt, s, x0, noise, t, B, n);
     diffusion_target(l->target, s, prediction, x0, noise, t, B, n);
-    unet_forward(u, l->pred, l->xt, t, B);
+    unet_forward(u, l->pred, l->xt, t, NULL, B);
     l->B = B;
     return (float)(sq_err_forward(l->pred, l->target, (size_t)B * n) / ((double)B * n));
 }

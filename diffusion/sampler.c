@@ -79,7 +79,7 @@ static void loop_end(Loop *l, UNet *u) {
 // l->out = unet(x, step ti) for all B items
 static void loop_predict(Loop *l, UNet *u, const float *x, int ti, int B) {
     for (int b = 0; b < B; b++) l->t[b] = ti;
-    unet_forward(u, l->out, x, l->t, B);
+    unet_forward(u, l->out, x, l->t, NULL, B);
 }
 
 static int check_args(UNet *u, const Schedule *s, int B, int prediction, const char *who) {

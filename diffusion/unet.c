@@ -643,10 +643,11 @@ void unet_free(UNet *u) {
     memset(u, 0, sizeof *u);
 }
 
-void unet_forward(UNet *u, float *out, const float *x, const int *t, int B) {
+void unet_forward(UNet *u, float *out, const float *x, const int *t, const int *y, int B) {
     const UNetConfig *c = &u->cfg;
     const float *P = u->params;
     CHECK(B >= 1 && B <= u->max_batch);
+    CHECK(y == NULL); // class conditioning: not built yet
     int Z = c->latent_channels, S = c->latent_size, b = c->base_channels;
     int ch = b * c->channel_mult[0], HW = S * S;
     float *scratch = u->work; // the forward needs no gradient buffers

@@ -28,6 +28,8 @@ typedef struct {
     int num_heads;        // 1
     int temb_dim;         // 256
     int time_dim;         // 64: sinusoidal embedding width
+    int num_classes;      // K: 0 = unconditional; else a (K + 1) x temb_dim class
+                          // table, row K the null class (spec, class-conditional)
 } UNetConfig;
 
 void unet_config_default(UNetConfig *c); // the spec's unet-s
@@ -152,9 +154,11 @@ typedef struct {
 // or load a checkpoint. cfg must pass unet_config_check().
 void unet_init(UNet *u, const UNetConfig *cfg, int max_batch);
 void unet_free(UNet *u);
-// x (B, Z, h, w), t (B) integer steps -> out (B, Z, h, w), a caller's buffer
-// (the diffusion loss's, loss.h, or a sampler's). Saves what the backward needs.
-void unet_forward(UNet *u, float *out, const float *x, const int *t, int B);
+// x (B, Z, h, w), t (B) integer steps, y (B) class labels in 0..K (K: the
+// null class; NULL on an unconditional UNet) -> out (B, Z, h, w), a caller's
+// buffer (the diffusion loss's, loss.h, or a sampler's). Saves what the
+// backward needs.
+void unet_forward(UNet *u, float *out, const float *x, const int *t, const int *y, int B);
 // Sampling runs the same weights at every step: unet_fix_weights(u, 1)
 // transforms the 3x3 convolutions' weights of the current u->params once
 // (conv2d_prep; allocated on first use, kept until unet_free) and makes

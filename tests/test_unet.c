@@ -350,7 +350,7 @@ static void test_unet_s(void) {
     float *x = xmalloc(nl * sizeof(float)), *out = xmalloc(nl * sizeof(float));
     rng_normal_fill(&rng, x, nl);
     int t[2] = {0, 999};
-    unet_forward(&u, out, x, t, 2);
+    unet_forward(&u, out, x, t, NULL, 2);
     int allzero = 1;
     for (size_t k = 0; k < nl; k++) allzero &= out[k] == 0.0f;
     check_true("unet-s output at init is zero (zero-init out_conv)", allzero);
@@ -430,16 +430,16 @@ static void test_unet_s_time_path(void) {
     // give the same forward bit for bit, and unfixing goes back to reading
     // u->params: a changed weight changes the output again.
     float *o1 = xmalloc(nl * sizeof(float)), *o2 = xmalloc(nl * sizeof(float));
-    unet_forward(&u, o1, x0, t, 1);
+    unet_forward(&u, o1, x0, t, NULL, 1);
     unet_fix_weights(&u, 1);
-    unet_forward(&u, o2, x0, t, 1);
+    unet_forward(&u, o2, x0, t, NULL, 1);
     check_true("unet-s has prepared (Winograd) weights to fix", u.prep && u.prep_floats > 0);
     check_true("unet-s forward with fixed weights is bit-identical",
                memcmp(o1, o2, nl * sizeof(float)) == 0);
     unet_fix_weights(&u, 0);
     const ParamInfo *pw = &u.table.info[params_find(&u.table, "up.0.res.1.conv1.weight")];
     u.params[pw->offset] += 0.5f;
-    unet_forward(&u, o2, x0, t, 1);
+    unet_forward(&u, o2, x0, t, NULL, 1);
     check_true("after unet_fix_weights(u, 0) a changed weight is used",
                memcmp(o1, o2, nl * sizeof(float)) != 0);
     free(o1), free(o2);
