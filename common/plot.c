@@ -487,7 +487,7 @@ static void draw_series(Canvas *cv, const Rect *r, const Axis *ax, const Axis *a
 
 typedef struct {
     char text[160];
-    int kind; // 0 raw (faint thin line), 1 smoothed (thick), 2 held-out (line + marker)
+    int kind; // 0 raw (faint thin line), 1 smoothed (thick), 2 held-out, 3 extra (line + marker)
 } LegendItem;
 
 #define SWATCH_W 34
@@ -507,7 +507,7 @@ static void draw_swatch(Canvas *cv, int x, int ymid, int kind) {
     } else {
         cov_seg(cv, x, ymid, x + SWATCH_W, ymid, 1.8);
         cov_disc(cv, x + SWATCH_W / 2.0, ymid, 4);
-        composite(cv, PLOT_HELDOUT_RGB, 1);
+        composite(cv, kind == 2 ? PLOT_HELDOUT_RGB : PLOT_EXTRA_RGB, 1);
     }
     cv->cx0 = s0x, cv->cy0 = s0y, cv->cx1 = s1x, cv->cy1 = s1y;
 }
@@ -537,28 +537,50 @@ static int draw_legend(Canvas *cv, const LegendItem *it, int n, int y) {
     return y;
 }
 
-int plot_losses_png(const char *path, const char *title, PlotSeries train,
-                    PlotSeries heldout, const char *heldout_axis) {
+// A series with markers (held-out, extra): line, then markers when they fit.
+static void draw_marked(Canvas *cv, const Rect *r, const Axis *ax, const Axis *ay, PlotSeries s,
+                        long nok, uint32_t rgb) {
+    draw_series(cv, r, ax, ay, s, s.y, 1.8);
+    if (nok <= (r->x1 - r->x0) / 10)
+        for (long i = 0; i < s.n; i++)
+            if (pt_ok(s, i)) cov_disc(cv, map_x(r, ax, pt_x(s, i)), map_y(r, ay, s.y[i]), 4);
+    composite(cv, rgb, 1);
+}
+
+int plot_losses_png(const char *path, const PlotSpec *p) {
+    PlotSeries train = p->train, heldout = p->heldout, extra = p->extra;
+    const char *title = p->title;
     if (train.n < 0) train.n = 0;
     if (heldout.n < 0) heldout.n = 0;
+    if (extra.n < 0) extra.n = 0;
     CHECK(train.n == 0 || train.y);
     CHECK(heldout.n == 0 || heldout.y);
+    CHECK(extra.n == 0 || extra.y);
+    CHECK(extra.n == 0 || !p->heldout_axis); // one right axis
     const char *tl = train.label ? train.label : "train loss";
     const char *hl = heldout.label ? heldout.label : "held-out";
-    const int W = PLOT_WIDTH, H = PLOT_HEIGHT, dual = heldout_axis != NULL;
+    const char *xl_ = extra.label ? extra.label : "extra";
+    const int W = PLOT_WIDTH, H = PLOT_HEIGHT, held_right = p->heldout_axis != NULL;
+    const int dual = held_right || extra.n > 0;
+    const char *right_label = held_right ? p->heldout_axis : p->extra_axis ? p->extra_axis : xl_;
+    const uint32_t right_rgb = held_right ? PLOT_HELDOUT_RGB : PLOT_EXTRA_RGB;
 
-    Extent et = {0}, eh = {0}, ex = {0}, el = {0};
+    // et, eh, ee: each series; ex: every x; el, er: the left and right axes' y.
+    Extent et = {0}, eh = {0}, ee = {0}, ex = {0}, el = {0}, er = {0};
     extent_add(&et, train);
     extent_add(&eh, heldout);
+    extent_add(&ee, extra);
     extent_add(&ex, train);
     extent_add(&ex, heldout);
+    extent_add(&ex, extra);
     extent_add(&el, train);
-    if (!dual) extent_add(&el, heldout);
+    extent_add(held_right ? &er : &el, heldout);
+    extent_add(&er, extra);
 
     Axis ax, ay, ar;
     axis_setup(&ax, ex.xlo, ex.xhi, ex.nok > 0, 0, 1);
     axis_setup(&ay, el.ylo, el.yhi, el.nok > 0, 1, 0);
-    axis_setup(&ar, eh.ylo, eh.yhi, eh.nok > 0, 1, 0);
+    axis_setup(&ar, er.ylo, er.yhi, er.nok > 0, 1, 0);
 
     Canvas cv = {.w = W, .h = H};
     cv.px = xmalloc((size_t)W * H * 3);
@@ -569,17 +591,22 @@ int plot_losses_png(const char *path, const char *title, PlotSeries train,
     // Few points are drawn as they are; more get a faint raw line and the
     // EMA on top.
     int smooth_on = smoothed(et.nok);
-    LegendItem items[3];
+    LegendItem items[4];
     int ni = 0, item_w = W - 40 - SWATCH_W - 8;
     label_with(items[ni].text, sizeof items[0].text, tl,
                et.nok == 0 ? " (no data)" : smooth_on ? ", smoothed" : "", item_w);
     items[ni++].kind = 1;
     if (smooth_on) snprintf(items[ni].text, sizeof items[0].text, "raw"), items[ni++].kind = 0;
     label_with(items[ni].text, sizeof items[0].text, hl,
-               eh.nok == 0 ? (dual ? " (right axis, no data)" : " (no data)")
-                           : (dual ? " (right axis)" : ""),
+               eh.nok == 0 ? (held_right ? " (right axis, no data)" : " (no data)")
+                           : (held_right ? " (right axis)" : ""),
                item_w);
     items[ni++].kind = 2;
+    if (extra.n > 0) {
+        label_with(items[ni].text, sizeof items[0].text, xl_,
+                   ee.nok == 0 ? " (right axis, no data)" : " (right axis)", item_w);
+        items[ni++].kind = 3;
+    }
 
     int y = 14;
     if (title && *title) {
@@ -628,7 +655,7 @@ int plot_losses_png(const char *path, const char *title, PlotSeries train,
 
     // Series, clipped to the plot area.
     cv.cx0 = r.x0, cv.cy0 = r.y0, cv.cx1 = r.x1, cv.cy1 = r.y1;
-    const Axis *hy = dual ? &ar : &ay;
+    const Axis *hy = held_right ? &ar : &ay;
     if (smooth_on) {
         draw_series(&cv, &r, &ax, &ay, train, train.y, 1.0);
         composite(&cv, PLOT_TRAIN_RGB, 0.35f);
@@ -639,16 +666,10 @@ int plot_losses_png(const char *path, const char *title, PlotSeries train,
         composite(&cv, PLOT_TRAIN_RGB, 1);
         free(ema);
     }
-    if (eh.nok > 0) {
-        draw_series(&cv, &r, &ax, hy, heldout, heldout.y, 1.8);
-        if (eh.nok <= (r.x1 - r.x0) / 10)
-            for (long i = 0; i < heldout.n; i++)
-                if (pt_ok(heldout, i))
-                    cov_disc(&cv, map_x(&r, &ax, pt_x(heldout, i)), map_y(&r, hy, heldout.y[i]), 4);
-        composite(&cv, PLOT_HELDOUT_RGB, 1);
-    }
+    if (eh.nok > 0) draw_marked(&cv, &r, &ax, hy, heldout, eh.nok, PLOT_HELDOUT_RGB);
+    if (ee.nok > 0) draw_marked(&cv, &r, &ax, &ar, extra, ee.nok, PLOT_EXTRA_RGB);
     cv.cx0 = 0, cv.cy0 = 0, cv.cx1 = W, cv.cy1 = H;
-    if (et.nok + eh.nok == 0) {
+    if (et.nok + eh.nok + ee.nok == 0) {
         const char *msg = "no data";
         draw_text(&cv, (r.x0 + r.x1 - text_width(msg, SC)) / 2, (r.y0 + r.y1 - CAP_H) / 2, msg,
                   SC, 0x808080, 0);
@@ -682,7 +703,7 @@ int plot_losses_png(const char *path, const char *title, PlotSeries train,
               COL_TEXT, 0);
     char ylab[200], rlab[200];
     label_with(ylab, sizeof ylab, tl, ay.log ? " (log scale)" : "", r.y1 - r.y0);
-    label_with(rlab, sizeof rlab, dual ? heldout_axis : "", dual && ar.log ? " (log scale)" : "",
+    label_with(rlab, sizeof rlab, dual ? right_label : "", dual && ar.log ? " (log scale)" : "",
                r.y1 - r.y0);
     int yw = text_width(ylab, SC), ymid = (r.y0 + r.y1) / 2;
     draw_text(&cv, 10, ymid + yw / 2, ylab, SC, lcol, 1);
@@ -697,7 +718,7 @@ int plot_losses_png(const char *path, const char *title, PlotSeries train,
             draw_text(&cv, r.x1 + 11, py - CAP_H / 2, ar.lab[i], SC, COL_TEXT, 0);
         }
         int rw = text_width(rlab, SC);
-        draw_text(&cv, W - 10 - LINE_H, ymid + rw / 2, rlab, SC, PLOT_HELDOUT_RGB, 1);
+        draw_text(&cv, W - 10 - LINE_H, ymid + rw / 2, rlab, SC, right_rgb, 1);
     }
 
     int rc = png_write(path, cv.px, W, H, 3);

@@ -127,7 +127,7 @@ static void test_quadrants(void) {
     vae_like(1);
     PlotSeries tr = {tx, ty, STEPS, "train loss (MSE + KL)"};
     PlotSeries ho = {hx, hy, STEPS / EVERY + 1, "held-out PSNR"};
-    check_true("vae-like plot returns 0", plot_losses_png(p, "VAE", tr, ho, "PSNR (dB)") == 0);
+    check_true("vae-like plot returns 0", plot_losses_png(p, &(PlotSpec){"VAE", tr, ho, "PSNR (dB)"}) == 0);
     Img im;
     if (!check_true("vae-like plot decodes", load(p, &im))) return;
     sane("vae-like plot", &im);
@@ -161,7 +161,7 @@ static void test_log_scale(void) {
     char p[128];
     path_in(p, sizeof p, "log.png");
     PlotSeries tr = {NULL, y, N, "loss"}, none = {0};
-    check_true("log plot returns 0", plot_losses_png(p, "log", tr, none, NULL) == 0);
+    check_true("log plot returns 0", plot_losses_png(p, &(PlotSpec){"log", tr, none, NULL}) == 0);
     Img im;
     if (!check_true("log plot decodes", load(p, &im))) return;
     sane("log plot", &im);
@@ -189,7 +189,7 @@ static void test_shared_vs_right_axis(void) {
     double m;
     Img im;
     path_in(p, sizeof p, "shared.png");
-    check_true("shared-axis plot returns 0", plot_losses_png(p, "UNet", tr, ho, NULL) == 0);
+    check_true("shared-axis plot returns 0", plot_losses_png(p, &(PlotSpec){"UNet", tr, ho, NULL}) == 0);
     if (check_true("shared-axis plot decodes", load(p, &im))) {
         sane("shared-axis plot", &im);
         long n = count(&im, PLOT_HELDOUT_RGB, 0, 1, 0, 1, &m);
@@ -200,7 +200,7 @@ static void test_shared_vs_right_axis(void) {
         stbi_image_free(im.px);
     }
     path_in(p, sizeof p, "right.png");
-    check_true("right-axis plot returns 0", plot_losses_png(p, "UNet", tr, ho, "MSE") == 0);
+    check_true("right-axis plot returns 0", plot_losses_png(p, &(PlotSpec){"UNet", tr, ho, "MSE"}) == 0);
     if (check_true("right-axis plot decodes", load(p, &im))) {
         sane("right-axis plot", &im);
         long n = count(&im, PLOT_HELDOUT_RGB, 0, 1, 0, 1, &m);
@@ -211,13 +211,46 @@ static void test_shared_vs_right_axis(void) {
     }
 }
 
+// An extra series (the FD of samples during training) on the right axis
+// beside held-out losses on the shared left one: a falling extra series
+// goes from the top to the bottom of its own axis, the held-out stays where
+// the shared axis puts it.
+static void test_extra_series(void) {
+    enum { N = 500 };
+    static double y[N], hxs[6], hys[6], exs[6], eys[6];
+    for (int i = 0; i < N; i++) y[i] = 0.05 + 0.95 * exp(-i / 60.0);
+    for (int k = 0; k < 6; k++)
+        hxs[k] = exs[k] = k * 99.0, hys[k] = 0.07, eys[k] = 300.0 - 50.0 * k;
+    PlotSeries tr = {NULL, y, N, "train MSE"}, ho = {hxs, hys, 6, "held-out MSE"};
+    PlotSeries ex = {exs, eys, 6, "FD of 1000 samples"};
+    char p[128];
+    double m, mlo, mhi;
+    Img im;
+    path_in(p, sizeof p, "extra.png");
+    check_true("extra-series plot returns 0",
+               plot_losses_png(p, &(PlotSpec){"UNet", tr, ho, NULL, ex, "FD"}) == 0);
+    if (!check_true("extra-series plot decodes", load(p, &im))) return;
+    sane("extra-series plot", &im);
+    long nh = count(&im, PLOT_HELDOUT_RGB, 0, 1, 0, 1, &m);
+    check_true("extra series: held-out stays on the shared axis (0.83-0.89)",
+               nh > 100 && m > 0.83 && m < 0.89);
+    long n1 = count(&im, PLOT_EXTRA_RGB, 0, 0.1, 0, 1, &mhi);
+    long n2 = count(&im, PLOT_EXTRA_RGB, 0.9, 1, 0, 1, &mlo);
+    // (fy: 0 at the top of the plot area, 1 at the bottom)
+    printf("     extra series: at fy %.3f at the start, %.3f at the end (n %ld %ld)\n", mhi, mlo,
+           n1, n2);
+    check_true("extra series: drawn from the top (fy < 0.15) to the bottom (> 0.85) of the right axis",
+               n1 > 20 && n2 > 20 && mhi < 0.15 && mlo > 0.85);
+    stbi_image_free(im.px);
+}
+
 // Degenerate input draws a picture (returns 0, the file decodes at full
 // size); `want_train` says whether the training colour must show.
 static void edge(const char *name, PlotSeries tr, PlotSeries ho, const char *axis,
                  int want_train) {
     char p[128], m[200];
     path_in(p, sizeof p, name);
-    int rc = plot_losses_png(p, name, tr, ho, axis);
+    int rc = plot_losses_png(p, &(PlotSpec){name, tr, ho, axis});
     snprintf(m, sizeof m, "edge case %s returns 0", name);
     check_true(m, rc == 0);
     Img im;
@@ -306,14 +339,14 @@ static void test_errors(void) {
     char p[128];
     path_in(p, sizeof p, "missing/folder/plot.png");
     fprintf(stderr, "(an error message is expected next)\n");
-    check_true("missing folder: returns -1", plot_losses_png(p, "x", tr, ho, "dB") == -1);
+    check_true("missing folder: returns -1", plot_losses_png(p, &(PlotSpec){"x", tr, ho, "dB"}) == -1);
     check_true("missing folder: no file", access(p, F_OK) != 0 && !tmp_left(p));
     // The target is a directory: the temporary file is written, the rename
     // fails, and the temporary file must be gone.
     path_in(p, sizeof p, "a-directory.png");
     CHECK(mkdir(p, 0700) == 0);
     fprintf(stderr, "(an error message is expected next)\n");
-    check_true("target is a directory: returns -1", plot_losses_png(p, "x", tr, ho, "dB") == -1);
+    check_true("target is a directory: returns -1", plot_losses_png(p, &(PlotSpec){"x", tr, ho, "dB"}) == -1);
     check_true("target is a directory: no temporary file left", !tmp_left(p));
     rmdir(p);
 }
@@ -323,13 +356,14 @@ int main(int argc, char **argv) {
         vae_like(0);
         PlotSeries tr = {tx, ty, STEPS, "train loss (MSE + KL)"};
         PlotSeries ho = {hx, hy, STEPS / EVERY + 1, "held-out PSNR"};
-        return plot_losses_png(argv[2], "VAE training, 2000 steps", tr, ho, "PSNR (dB)") ? 1 : 0;
+        return plot_losses_png(argv[2], &(PlotSpec){"VAE training, 2000 steps", tr, ho, "PSNR (dB)"}) ? 1 : 0;
     }
     snprintf(dir, sizeof dir, "/tmp/test_plot.XXXXXX");
     CHECK(mkdtemp(dir));
     test_quadrants();
     test_log_scale();
     test_shared_vs_right_axis();
+    test_extra_series();
     test_edges();
     test_errors();
     if (getenv("TEST_PLOT_KEEP")) {

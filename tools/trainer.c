@@ -418,7 +418,8 @@ static void draw_plot(const char *path, const char *name, const char *out, const
     PlotSeries he = {held->x, held->y, held->n, e->axis ? e->axis : "held-out loss"};
     char title[256];
     snprintf(title, sizeof title, "%s: %s", name, out); // the plot cuts a long title itself
-    if (plot_losses_png(path, title, tr, he, e->axis)) warnf("%s: loss plot not written", path);
+    if (plot_losses_png(path, &(PlotSpec){title, tr, he, e->axis}))
+        warnf("%s: loss plot not written", path);
 }
 
 int trainer_run(Trainer *t, const TrainerHooks *h) {
