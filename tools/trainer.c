@@ -295,7 +295,8 @@ static int json_get(const char *line, const char *key, double *v) {
 // checkpoint) are dropped from the log, so that they are neither plotted nor
 // doubled by the steps the resumed run logs again. The held-out figure is the
 // line's "heldout_..." key.
-static int resume_log(Series *train, Series *held, const char *path, long upto) {
+static int resume_log(Series *train, Series *held, Series *meas, const char *meas_key,
+                      const char *path, long upto) {
     FILE *f = fopen_regular(path, NULL);
     if (!f) return 0; // no log yet: nothing to continue
     char tmp[PATH_MAX], line[1024];
@@ -317,6 +318,7 @@ static int resume_log(Series *train, Series *held, const char *path, long upto) 
         if (json_get(line, "loss", &v)) series_add(train, s, v);
         const char *h = strstr(line, "\"heldout_");
         if (h && sscanf(strchr(h + 1, '"') + 1, ": %lf", &v) == 1) series_add(held, s, v);
+        if (meas_key && json_get(line, meas_key, &v)) series_add(meas, s, v);
     }
     fclose(f);
     if (fclose(o) != 0) {
@@ -389,7 +391,9 @@ static void keep_numbered_copy(const char *out, long step, int keep) {
     free(steps);
 }
 
-static int save(Trainer *t, const TrainerHooks *h) {
+// Writes the checkpoint to `path`: t->out (then --keep's numbered copies)
+// or the best-so-far copy.
+static int save(Trainer *t, const TrainerHooks *h, const char *path) {
     Attrs a = {0};
     attrs_set_str(&a, "kind", h->kind);
     attrs_set_int(&a, "step", t->step);
@@ -407,19 +411,29 @@ static int save(Trainer *t, const TrainerHooks *h) {
         case OPT_SIZE: CHECK(0 && "sizes are not stored"); break;
         }
     }
-    if (h->save(h->state, t->out, &a)) return -1;
-    keep_numbered_copy(t->out, t->step, t->keep);
+    if (h->save(h->state, path, &a)) return -1;
+    if (path == t->out) keep_numbered_copy(t->out, t->step, t->keep);
     return 0;
 }
 
-static void draw_plot(const char *path, const char *name, const char *out, const Series *train,
-                      const Series *held, const Metrics *e) {
+static void draw_plot(const char *path, const TrainerHooks *h, const char *out,
+                      const Series *train, const Series *held, const char *held_axis,
+                      const Series *meas) {
     PlotSeries tr = {train->x, train->y, train->n, "training loss"};
-    PlotSeries he = {held->x, held->y, held->n, e->axis ? e->axis : "held-out loss"};
+    PlotSeries he = {held->x, held->y, held->n, held_axis ? held_axis : "held-out loss"};
+    PlotSeries me = {meas->x, meas->y, h->measure ? meas->n : 0, h->measure_axis};
     char title[256];
-    snprintf(title, sizeof title, "%s: %s", name, out); // the plot cuts a long title itself
-    if (plot_losses_png(path, &(PlotSpec){title, tr, he, e->axis}))
+    snprintf(title, sizeof title, "%s: %s", h->name, out); // the plot cuts a long title itself
+    if (plot_losses_png(path, &(PlotSpec){title, tr, he, held_axis, me, h->measure_axis}))
         warnf("%s: loss plot not written", path);
+}
+
+// The lowest finite value of a series, or +inf.
+static double series_min(const Series *s) {
+    double m = INFINITY;
+    for (long i = 0; i < s->n; i++)
+        if (isfinite(s->y[i]) && s->y[i] < m) m = s->y[i];
+    return m;
 }
 
 int trainer_run(Trainer *t, const TrainerHooks *h) {
@@ -432,9 +446,17 @@ int trainer_run(Trainer *t, const TrainerHooks *h) {
         fprintf(stderr, "%s: fewer than 10 items: none held out, no evaluation\n", h->name);
     char log_path[PATH_MAX], plot_path[PATH_MAX];
     if (run_files(t->out, log_path, plot_path)) return 1;
-    Series train, held;
-    series_init(&train), series_init(&held);
-    if (t->resuming && resume_log(&train, &held, log_path, t->step)) return 1;
+    Series train, held, meas;
+    series_init(&train), series_init(&held), series_init(&meas);
+    CHECK(!h->measure || (h->measure_key && h->measure_every > 0));
+    if (t->resuming && resume_log(&train, &held, &meas, h->measure ? h->measure_key : NULL,
+                                  log_path, t->step))
+        return 1;
+    char best_path[PATH_MAX];
+    if (h->measure && h->measure_keep_best && trainer_sibling(best_path, t->out, ".best.h5"))
+        return 1;
+    double best = series_min(&meas);
+    const char *held_axis = NULL; // the evaluation's, once it has run
     FILE *log = open_log(log_path, t->resuming);
     if (!log) return 1;
 
@@ -509,17 +531,41 @@ int trainer_run(Trainer *t, const TrainerHooks *h) {
                 break;
             }
             series_add(&held, (double)t->step, e.v[0]);
-            draw_plot(plot_path, h->name, t->out, &train, &held, &e);
+            held_axis = e.axis;
+            draw_plot(plot_path, h, t->out, &train, &held, held_axis, &meas);
         }
         fflush(log);
         if (h->extra && h->extra_every > 0 && (t->step % h->extra_every == 0 || last))
             h->extra(h->state, t->step);
+        int new_best = 0;
+        if (h->measure && (t->step % h->measure_every == 0 || last)) {
+            Metrics e = {0};
+            progress_end(&prog);
+            if (h->measure(h->state, t->step, &e) == 0) {
+                CHECK(e.n >= 1 && !strcmp(e.key[0], h->measure_key));
+                fprintf(log, "{\"step\": %ld", t->step);
+                for (int i = 0; i < e.n; i++) json_number(log, e.key[i], e.v[i]);
+                fprintf(log, "}\n");
+                fflush(log);
+                fprintf(stderr, "step %ld: %s\n", t->step, e.text);
+                series_add(&meas, (double)t->step, e.v[0]);
+                new_best = h->measure_keep_best && isfinite(e.v[0]) && e.v[0] < best;
+                if (new_best) best = e.v[0];
+                draw_plot(plot_path, h, t->out, &train, &held, held_axis, &meas);
+            } else {
+                warnf("%s: step %ld: the %s was not measured; the run goes on", h->name,
+                      t->step, h->measure_key);
+            }
+        }
         if (t->step % t->ckpt_every == 0 || last) {
-            if (save(t, h)) {
+            if (save(t, h, t->out)) {
                 status = 1;
                 break;
             }
         }
+        if (new_best && save(t, h, best_path) == 0)
+            fprintf(stderr, "%s: step %ld: best %s so far (%.4g): %s\n", h->name, t->step,
+                    h->measure_key, best, best_path);
         if (last) break;
     }
     progress_end(&prog);
@@ -532,6 +578,6 @@ int trainer_run(Trainer *t, const TrainerHooks *h) {
                     h->name, t->step, now_seconds() - t0, t->out, plot_path);
     }
     fclose(log);
-    series_free(&train), series_free(&held);
+    series_free(&train), series_free(&held), series_free(&meas);
     return status;
 }

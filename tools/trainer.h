@@ -65,6 +65,15 @@ typedef struct {
     // sample grid). A failure is reported and the run goes on.
     int (*extra)(void *state, long step);
     int extra_every;
+    // Optional: a measure of the model every `measure_every` steps and at the
+    // end (e.g. the FD of samples). Its first figure, `measure_key`, is logged
+    // as its own line, drawn on the loss plot's right axis (`measure_axis`)
+    // and, with measure_keep_best, keeps the checkpoint of its lowest value so
+    // far at "<out minus .h5>.best.h5". A failure is reported and the run goes on.
+    int (*measure)(void *state, long step, Metrics *m);
+    int measure_every;
+    const char *measure_key, *measure_axis;
+    int measure_keep_best;
 } TrainerHooks;
 
 typedef struct {
