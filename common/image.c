@@ -126,7 +126,7 @@ int png_write(const char *path, const uint8_t *pixels, int w, int h, int channel
     return commit_tmp_file(tmp, path);
 }
 
-static uint8_t to_u8(float x) {
+uint8_t image_pixel_u8(float x) {
     if (!(x >= -1.0f)) x = -1.0f; // also maps NaN to -1
     if (x > 1.0f) x = 1.0f;
     return (uint8_t)lroundf((x + 1.0f) * 127.5f);
@@ -137,7 +137,7 @@ void image_to_u8(uint8_t *out, const float *img, int C, int H, int W) {
     for (int y = 0; y < H; y++)
         for (int x = 0; x < W; x++)
             for (int c = 0; c < C; c++)
-                out[((size_t)y * W + x) * C + c] = to_u8(img[((size_t)c * H + y) * W + x]);
+                out[((size_t)y * W + x) * C + c] = image_pixel_u8(img[((size_t)c * H + y) * W + x]);
 }
 
 int png_write_grid(const char *path, const float *images, int B, int C, int H,

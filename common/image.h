@@ -28,5 +28,7 @@ int png_write(const char *path, const uint8_t *pixels, int w, int h, int channel
 // round((x + 1) * 127.5).
 int png_write_grid(const char *path, const float *images, int B, int C, int H,
                    int W, int cols);
+// The pixel rule: x in [-1, 1] -> round((x + 1) * 127.5) (NaN -> 0).
+uint8_t image_pixel_u8(float x);
 // One float image (C, H, W) in [-1, 1] -> 8-bit HWC, same pixel rule.
 void image_to_u8(uint8_t *out, const float *img, int C, int H, int W);
