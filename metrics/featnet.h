@@ -13,16 +13,19 @@
 
 typedef struct Inception Inception; // inception.h
 typedef struct FmnistNet FmnistNet; // featnet.c
+typedef struct FeatBufs FeatBufs;   // featnet.c: preprocessing buffers
 
 typedef struct {
     char name[32];        // "inception-fid" or "fmnist-cnn"
-    char hash[17];        // FNV-1a of the weights (params_hash), 16 hex digits
+    char hash[17];        // FNV-1a over the datasets under /model in name order
+                          // (each: name, shape, float32 values), 16 hex digits
     char preprocess[160]; // how images reach the network, recorded beside statistics
     int dim;              // feature dimension D: 2048 / 128
     int n_logits;         // 1008 / 10
     int in_c, in_size;    // the network's input: channels, square side
     Inception *inc;       // exactly one of these is set
     FmnistNet *fm;
+    FeatBufs *bufs;       // allocated at load: a call allocates nothing
 } FeatNet;
 
 // -1 with a message naming path (and the tensor) for a file that is not a
