@@ -25,6 +25,9 @@
 #define IDX_MAX_BYTES ((size_t)1 << 31)
 #define IDX_CHUNK ((size_t)1 << 20)
 #define FOLDER_MAX_DEPTH 32
+// The data set's class names (its README), labels 0..9.
+#define FASHION_MNIST_CLASSES \
+    "T-shirt/top\nTrouser\nPullover\nDress\nCoat\nSandal\nShirt\nSneaker\nBag\nAnkle boot"
 
 // ---------------------------------------------------------------- IDX files
 
@@ -391,6 +394,98 @@ static void keep_passed(ImageSet *s, PathList *l, char **why, uint8_t *px, size_
     l->n = n;
 }
 
+// ---------------------------------------------------------------- classes
+//
+// A folder whose images all sit in first-level sub-folders (at any depth
+// below them) is labelled: the sub-folders' names, sorted in byte order, are
+// classes 0..K-1, and an image's label is the index of the sub-folder it is
+// under. The classes come from the files found, before any is decoded: a
+// class whose images all fail to decode keeps its number. Images directly in
+// the folder: no labels; when sub-folders hold images too, s->root_images
+// says so, for vae-encode to warn (a partly labelled set would make the root
+// images a class of their own or drop them, neither of which the user asked
+// for; vae-train has no use for labels and stays quiet).
+
+typedef struct {
+    char **names; // (K) sorted
+    int K;
+} FolderClasses;
+
+// The first path component below `dir` of path p (found by walk(), so it
+// starts with dir and '/'), into out (PATH_MAX bytes); 0 when p is directly
+// in dir.
+static int first_component(char *out, const char *dir, const char *p) {
+    const char *rel = p + strlen(dir) + 1, *slash = strchr(rel, '/');
+    if (!slash) return 0;
+    memcpy(out, rel, (size_t)(slash - rel));
+    out[slash - rel] = 0;
+    return 1;
+}
+
+// The classes of folder dir from its image paths l (sorted); K = 0 when it
+// has none. -1 with a message for a class name that a cache cannot record.
+static int folder_classes(ImageSet *s, FolderClasses *fc, const char *dir, const PathList *l) {
+    memset(fc, 0, sizeof *fc);
+    char name[PATH_MAX];
+    int nroot = 0;
+    char **names = xmalloc((l->n > 0 ? (size_t)l->n : 1) * sizeof *names);
+    int n = 0;
+    for (int i = 0; i < l->n; i++) {
+        if (!first_component(name, dir, l->v[i])) {
+            nroot++;
+            continue;
+        }
+        // Paths are sorted, so a sub-folder's images are consecutive.
+        if (n == 0 || strcmp(names[n - 1], name) != 0) names[n++] = xstrdup(name);
+    }
+    int rc = 0;
+    if (n > 0) s->root_images = nroot;
+    if (nroot == 0 && n > 0) {
+        // "a b/" sorts before "a/" as a path but after it as a name.
+        qsort(names, (size_t)n, sizeof *names, cmp_str);
+        for (int k = 0; k < n && rc == 0; k++)
+            if (strchr(names[k], '\n'))
+                rc = errorf("%s: the class folder name '%s' holds a line break, which the class "
+                            "names of a latent cache cannot; rename the folder", dir, names[k]);
+        if (rc == 0) {
+            fc->names = names;
+            fc->K = n;
+            return 0;
+        }
+    }
+    for (int k = 0; k < n; k++) free(names[k]);
+    free(names);
+    return rc;
+}
+
+static void folder_classes_free(FolderClasses *fc) {
+    for (int k = 0; k < fc->K; k++) free(fc->names[k]);
+    free(fc->names);
+    memset(fc, 0, sizeof *fc);
+}
+
+// Sets s->labels for the images l (the items, in order), s->class_names and
+// s->num_classes from fc.
+static void set_folder_labels(ImageSet *s, const FolderClasses *fc, const char *dir,
+                              const PathList *l) {
+    char name[PATH_MAX];
+    const char *key = name;
+    size_t len = 0;
+    for (int k = 0; k < fc->K; k++) len += strlen(fc->names[k]) + 1;
+    s->class_names = xmalloc(len);
+    s->class_names[0] = 0;
+    for (int k = 0, at = 0; k < fc->K; k++)
+        at += sprintf(s->class_names + at, "%s%s", k ? "\n" : "", fc->names[k]);
+    s->num_classes = fc->K;
+    s->labels = xmalloc((size_t)l->n * sizeof *s->labels);
+    for (int i = 0; i < l->n; i++) {
+        CHECK(first_component(name, dir, l->v[i]));
+        char **hit = bsearch(&key, fc->names, (size_t)fc->K, sizeof *fc->names, cmp_str);
+        CHECK(hit != NULL);
+        s->labels[i] = (int32_t)(hit - fc->names);
+    }
+}
+
 static void stream_init(ImageSet *s, PathList *paths);
 
 static int load_folder(ImageSet *s, const char *dir, size_t max_memory) {
@@ -402,6 +497,11 @@ static int load_folder(ImageSet *s, const char *dir, size_t max_memory) {
     // readdir order is filesystem-dependent; sorting makes item i the same
     // file everywhere.
     if (l.n > 1) qsort(l.v, (size_t)l.n, sizeof(char *), cmp_str);
+    FolderClasses fc;
+    if (folder_classes(s, &fc, dir, &l)) {
+        paths_free(&l);
+        return -1;
+    }
     const size_t item = (size_t)s->C * s->S * s->S;
     char **why = xcalloc(l.n > 0 ? (size_t)l.n : 1, sizeof(char *)); // (nf)
     // A folder that may not fit has its headers read first, so that the
@@ -426,8 +526,11 @@ static int load_folder(ImageSet *s, const char *dir, size_t max_memory) {
     if (n == 0) {
         free(px);
         paths_free(&l);
+        folder_classes_free(&fc);
         return errorf("%s: no decodable image (.png/.jpg/.jpeg/.bmp) found", dir);
     }
+    if (fc.K > 0) set_folder_labels(s, &fc, dir, &l);
+    folder_classes_free(&fc);
     s->N = n;
     if (resident) {
         s->pixels = px;
@@ -751,6 +854,10 @@ int imageset_open(ImageSet *s, const char *source, int size, int channels, size_
         snprintf(images, sizeof images, "%s/%s-images-idx3-ubyte.gz", FASHION_MNIST_DIR, split);
         snprintf(labels, sizeof labels, "%s/%s-labels-idx1-ubyte.gz", FASHION_MNIST_DIR, split);
         rc = load_idx(s, images, labels);
+        if (rc == 0) {
+            s->num_classes = 10;
+            s->class_names = xstrdup(FASHION_MNIST_CLASSES);
+        }
     } else {
         struct stat st;
         if (stat(source, &st) != 0)
@@ -785,9 +892,12 @@ void imageset_free(ImageSet *s) {
     if (s->stream) stream_free(s->stream);
     free(s->pixels);
     free(s->labels);
+    free(s->class_names);
     s->stream = NULL;
     s->pixels = NULL;
     s->labels = NULL;
+    s->class_names = NULL;
+    s->num_classes = 0;
     s->N = 0;
 }
 
@@ -805,5 +915,13 @@ int imageset_batch(float *out, ImageSet *s, const int *idx, int B, const uint8_t
         item_to_float(out + (size_t)b * item, s->pixels + (size_t)idx[b] * item, C, S,
                       (size_t)S * S, 1, flip && flip[b]);
     }
+    return 0;
+}
+
+int imageset_item_size(const ImageSet *s, int i, int *w, int *h) {
+    CHECK(s->stream && i >= 0 && i < s->N);
+    const char *why = NULL;
+    if (image_info(s->stream->paths[i], w, h, &why))
+        return errorf("%s: %s", s->stream->paths[i], why ? why : "cannot read the header");
     return 0;
 }

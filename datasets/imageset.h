@@ -1,7 +1,8 @@
 // imageset.h: a training set of images as 8-bit (N, C, S, S). Sources:
 //   "fashion-mnist"       the 60,000 training images of Debian's
 //                         dataset-fashion-mnist (/usr/share/datasets/fashion-mnist)
-//   "fashion-mnist-test"  its 10,000 test images
+//   "fashion-mnist-test"  its 10,000 test images (both labelled, with the
+//                         data set's 10 class names)
 //   a path to an IDX image file (raw or .gz); labels from the matching
 //                         "...-labels-idx1-ubyte[.gz]" file when present.
 //                         Images smaller than `size` are zero-padded
@@ -10,7 +11,14 @@
 //   a folder, searched recursively for .png/.jpg/.jpeg/.bmp (item i is the
 //                         i-th path in byte order): each converted to
 //                         `channels`, resized on the shorter side and
-//                         centre-cropped to size.
+//                         centre-cropped to size. When every image sits
+//                         in a first-level sub-folder (at any depth below
+//                         it), the sub-folders' names in byte order are
+//                         classes 0..K-1 and each image is labelled with
+//                         its sub-folder's; images directly in the folder:
+//                         no labels (root_images counts them when sub-
+//                         folders hold images too). A class folder name
+//                         with a line break is refused.
 //
 // IDX files, and folders whose decoded size N * C * S * S fits the memory
 // limit, are decoded at open and held in memory ("resident"); undecodable
@@ -40,6 +48,11 @@ typedef struct {
     int N, C, S;          // count, channels, side
     uint8_t *pixels;      // (N, C, S, S) when resident, else NULL
     int32_t *labels;      // (N) or NULL
+    int num_classes;      // K when the classes are known (named), else 0
+    char *class_names;    // their names joined by '\n' (latent_cache.h's
+                          // CLASS_NAMES_ATTR form), or NULL
+    int root_images;      // folders: images directly in the folder beside
+                          // sub-folders with images (why it has no labels)
     int skipped;          // undecodable files skipped (folders)
     ImageStream *stream;  // NULL when resident
     char source[PATH_MAX]; // a longer source is refused at open, never cut
@@ -66,6 +79,10 @@ int imageset_load(ImageSet *s, const char *source, int size, int channels);
 int imageset_check_memory(ImageSet *s, int batch, size_t max_memory);
 // Stops the threads and frees everything.
 void imageset_free(ImageSet *s);
+// The width and height of item i's file, from its header, for a streamed set
+// (open a folder with max_memory 0 to read headers only). -1 with a message
+// naming the file when the header no longer reads.
+int imageset_item_size(const ImageSet *s, int i, int *w, int *h);
 
 // Announces items idx[0..B) (the next batch) without waiting: a streamed set
 // starts decoding them in the background. Items that find no room in the

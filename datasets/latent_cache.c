@@ -35,6 +35,42 @@ static herr_t select_items(hid_t space, int rank, const hsize_t *rest, hsize_t s
     return H5Sselect_hyperslab(space, H5S_SELECT_SET, off, NULL, cnt, NULL);
 }
 
+// ---------------------------------------------------------------- class names
+
+int class_names_count(const char *joined) {
+    if (!*joined) return 0;
+    int n = 1;
+    for (const char *p = joined; *p; p++) n += *p == '\n';
+    return n;
+}
+
+void class_name_get(char *out, size_t cap, const char *joined, int k) {
+    CHECK(cap > 0);
+    out[0] = 0;
+    if (k < 0 || k >= class_names_count(joined)) return;
+    const char *p = joined;
+    for (int i = 0; i < k; i++) p = strchr(p, '\n') + 1;
+    size_t len = strcspn(p, "\n");
+    if (len >= cap) len = cap - 1;
+    memcpy(out, p, len);
+    out[len] = 0;
+}
+
+int class_names_check(const char *joined, const char *what) {
+    size_t len = strlen(joined);
+    if (len >= ATTR_STR_MAX)
+        return errorf("%s: the class names take %zu bytes, more than the %d an attribute holds",
+                      what, len, ATTR_STR_MAX - 1);
+    const char *p = joined;
+    for (int k = 0; *p; k++) {
+        size_t n = strcspn(p, "\n");
+        if (n == 0) return errorf("%s: class %d has an empty name", what, k);
+        p += n;
+        if (*p == '\n' && !*++p) return errorf("%s: class %d has an empty name", what, k + 1);
+    }
+    return 0;
+}
+
 // ---------------------------------------------------------------- writer
 
 static hid_t make_dataset(hid_t f, const char *name, hid_t type, int rank,
@@ -114,6 +150,11 @@ int latent_cache_append(LatentCacheWriter *w, const float *mean,
     return 0;
 }
 
+void latent_cache_set_class_names(LatentCacheWriter *w, const char *joined) {
+    CHECK(w->dlabels >= 0 && class_names_check(joined, "latent_cache_set_class_names") == 0);
+    w->class_names = joined;
+}
+
 int latent_cache_finish(LatentCacheWriter *w, double scale_factor,
                         int image_size, int in_channels, const char *source,
                         const char *vae_hash) {
@@ -128,7 +169,8 @@ int latent_cache_finish(LatentCacheWriter *w, double scale_factor,
     attrs_set_double(a, "scale_factor", scale_factor);
     attrs_set_int(a, "image_size", image_size);
     attrs_set_int(a, "in_channels", in_channels);
-    if (attrs_set_str(a, "source", source) || attrs_set_str(a, "vae_hash", vae_hash)) {
+    if (attrs_set_str(a, "source", source) || attrs_set_str(a, "vae_hash", vae_hash) ||
+        (w->class_names && attrs_set_str(a, CLASS_NAMES_ATTR, w->class_names))) {
         free(a);
         latent_cache_abort(w);
         return errorf("%s: not written", w->path);
@@ -281,7 +323,7 @@ static int validate(LatentCache *c) {
             return errorf("%s: dataset '%s' holds no data", path, names[k]);
 
     static const char *const keys[] = {"scale_factor", "image_size", "in_channels", "source",
-                                       "vae_hash"};
+                                       "vae_hash", CLASS_NAMES_ATTR};
     char hash[17];
     const AttrSpec spec[] = {
         {"scale_factor", SPEC_DOUBLE, 0, SCALE_FACTOR_MAX, &c->scale_factor, SPEC_GT_LO},
@@ -289,9 +331,10 @@ static int validate(LatentCache *c) {
         {"in_channels", SPEC_INT, 1, 3, &c->in_channels, 0},
         {"source", SPEC_STR, 0, ATTR_STR_MAX - 1, c->source, 0},
         {"vae_hash", SPEC_STR, 16, 16, hash, 0},
+        {CLASS_NAMES_ATTR, SPEC_STR, 0, ATTR_STR_MAX - 1, c->class_names, SPEC_OPTIONAL},
     };
     Attrs *a = xmalloc(sizeof *a); // large: not on the stack
-    int rc = attrs_read_h5(c->h5file, path, keys, 5, a) ||
+    int rc = attrs_read_h5(c->h5file, path, keys, 6, a) ||
              attrs_read_specs(a, path, spec, (int)(sizeof spec / sizeof *spec));
     free(a);
     if (rc) return -1;
@@ -307,6 +350,14 @@ static int validate(LatentCache *c) {
         if (!isxdigit((unsigned char)hash[i]))
             return errorf("%s: vae_hash '%s' is not 16 hex digits", path, hash);
     memcpy(c->vae_hash, hash, sizeof c->vae_hash);
+    if (c->class_names[0]) {
+        char what[PATH_MAX + 32];
+        snprintf(what, sizeof what, "%s: attribute '%s'", path, CLASS_NAMES_ATTR);
+        if (class_names_check(c->class_names, what)) return -1;
+        if (c->dlabels < 0)
+            return errorf("%s: attribute '%s' names classes, but there are no labels", path,
+                          CLASS_NAMES_ATTR);
+    }
     return 0;
 }
 
@@ -391,16 +442,18 @@ static void spaces_free(ReadSpaces *sp) {
 }
 
 // Reads items [first, first + n) into items [at, at + n) of the buffers
-// mean, logvar (Z, h, w each) and lab64 (NULL: no labels), one read per
-// dataset. The labels are read as int64 whatever their type, so that values
+// mean, logvar (Z, h, w each; both NULL: labels only) and lab64 (NULL: no
+// labels), one read per dataset. The labels are read as int64 whatever their type, so that values
 // outside int32 are seen rather than clipped.
 static herr_t read_run(const LatentCache *c, const ReadSpaces *sp, int64_t at, int64_t first,
                        int64_t n, float *mean, float *logvar, int64_t *lab64) {
     hsize_t rest[3] = {(hsize_t)c->Z, (hsize_t)c->h, (hsize_t)c->w}, cnt[4];
     herr_t rc = select_items(sp->fs4, 4, rest, (hsize_t)first, (hsize_t)n, cnt);
     if (rc >= 0) rc = select_items(sp->ms4, 4, rest, (hsize_t)at, (hsize_t)n, cnt);
-    if (rc >= 0) rc = H5Dread(c->dmean, H5T_NATIVE_FLOAT, sp->ms4, sp->fs4, H5P_DEFAULT, mean);
-    if (rc >= 0) rc = H5Dread(c->dlogvar, H5T_NATIVE_FLOAT, sp->ms4, sp->fs4, H5P_DEFAULT, logvar);
+    if (rc >= 0 && mean)
+        rc = H5Dread(c->dmean, H5T_NATIVE_FLOAT, sp->ms4, sp->fs4, H5P_DEFAULT, mean);
+    if (rc >= 0 && logvar)
+        rc = H5Dread(c->dlogvar, H5T_NATIVE_FLOAT, sp->ms4, sp->fs4, H5P_DEFAULT, logvar);
     if (rc < 0 || !lab64) return rc;
     rc = select_items(sp->fs1, 1, rest, (hsize_t)first, (hsize_t)n, cnt);
     if (rc >= 0) rc = select_items(sp->ms1, 1, rest, (hsize_t)at, (hsize_t)n, cnt);
@@ -412,6 +465,7 @@ int latent_cache_read(LatentCache *c, int64_t start, int n, float *mean,
                       float *logvar, int32_t *labels) {
     CHECK(c->h5file >= 0);
     CHECK(start >= 0 && n > 0 && start <= c->N - n);
+    CHECK((mean == NULL) == (logvar == NULL) && (mean || labels));
     h5_quiet(); // per thread in a thread-safe HDF5
     int64_t last = start + n - 1;
     if (check_size(c, start, last)) return -1;

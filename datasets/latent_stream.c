@@ -24,7 +24,7 @@ static void *reader(void *arg) {
         }
         pthread_mutex_unlock(&s->mu);
         int rc = latent_cache_read_items(s->cache, s->idx[k], s->n[k], s->mean[k],
-                                         s->logvar[k], NULL);
+                                         s->logvar[k], s->labels[k]);
         pthread_mutex_lock(&s->mu);
         s->state[k] = rc ? SLOT_FAILED : SLOT_READY;
         pthread_cond_broadcast(&s->cv);
@@ -33,8 +33,8 @@ static void *reader(void *arg) {
     return NULL;
 }
 
-void latent_stream_init(LatentStream *s, LatentCache *c, int max_n) {
-    CHECK(max_n > 0);
+void latent_stream_init(LatentStream *s, LatentCache *c, int max_n, int with_labels) {
+    CHECK(max_n > 0 && (!with_labels || c->dlabels >= 0));
     memset(s, 0, sizeof *s);
     s->cache = c;
     s->max_n = max_n;
@@ -43,6 +43,7 @@ void latent_stream_init(LatentStream *s, LatentCache *c, int max_n) {
         s->mean[k] = xmalloc((size_t)max_n * s->ln * sizeof(float));
         s->logvar[k] = xmalloc((size_t)max_n * s->ln * sizeof(float));
         s->idx[k] = xmalloc((size_t)max_n * sizeof(int64_t));
+        s->labels[k] = with_labels ? xmalloc((size_t)max_n * sizeof(int32_t)) : NULL;
     }
     s->handed = -1;
     // HDF5 built without thread safety must not be called from two threads
@@ -62,7 +63,8 @@ void latent_stream_init(LatentStream *s, LatentCache *c, int max_n) {
 }
 
 void latent_stream_free(LatentStream *s) {
-    for (int k = 0; k < 2; k++) free(s->mean[k]), free(s->logvar[k]), free(s->idx[k]);
+    for (int k = 0; k < 2; k++)
+        free(s->mean[k]), free(s->logvar[k]), free(s->idx[k]), free(s->labels[k]);
     if (s->sync) return;
     pthread_mutex_lock(&s->mu);
     s->quit = 1;
@@ -100,12 +102,13 @@ static int same_items(const LatentStream *s, int k, const int *idx, int n) {
 }
 
 int latent_stream_get(LatentStream *s, const int *idx, int n, const float **mean,
-                      const float **logvar) {
+                      const float **logvar, const int32_t **labels) {
     CHECK(n > 0 && n <= s->max_n);
     if (s->sync) {
         for (int i = 0; i < n; i++) s->idx[0][i] = idx[i];
-        *mean = s->mean[0], *logvar = s->logvar[0];
-        return latent_cache_read_items(s->cache, s->idx[0], n, s->mean[0], s->logvar[0], NULL);
+        *mean = s->mean[0], *logvar = s->logvar[0], *labels = s->labels[0];
+        return latent_cache_read_items(s->cache, s->idx[0], n, s->mean[0], s->logvar[0],
+                                       s->labels[0]);
     }
     pthread_mutex_lock(&s->mu);
     int k = other_slot(s);
@@ -115,7 +118,8 @@ int latent_stream_get(LatentStream *s, const int *idx, int n, const float **mean
         for (int i = 0; i < n; i++) s->idx[k][i] = idx[i];
         s->n[k] = n;
         pthread_mutex_unlock(&s->mu);
-        rc = latent_cache_read_items(s->cache, s->idx[k], n, s->mean[k], s->logvar[k], NULL);
+        rc = latent_cache_read_items(s->cache, s->idx[k], n, s->mean[k], s->logvar[k],
+                                     s->labels[k]);
         pthread_mutex_lock(&s->mu);
     } else if (s->state[k] == SLOT_FAILED) {
         rc = -1; // the reader printed the message
@@ -125,5 +129,6 @@ int latent_stream_get(LatentStream *s, const int *idx, int n, const float **mean
     pthread_mutex_unlock(&s->mu);
     *mean = s->mean[k];
     *logvar = s->logvar[k];
+    *labels = s->labels[k];
     return rc;
 }

@@ -17,6 +17,7 @@ typedef struct {
     int max_n;                    // items a slot holds
     size_t ln;                    // Z * h * w
     float *mean[2], *logvar[2];   // (max_n, Z, h, w) each
+    int32_t *labels[2];           // (max_n) each when reading labels, else NULL
     int64_t *idx[2];              // (max_n) the items each slot holds or will
     int n[2];
     int state[2];                 // SLOT_FREE, SLOT_QUEUED, SLOT_READY, SLOT_FAILED
@@ -28,13 +29,15 @@ typedef struct {
     pthread_cond_t cv;
 } LatentStream;
 
-void latent_stream_init(LatentStream *s, LatentCache *c, int max_n);
+// with_labels: read each item's label too (the cache must have labels).
+void latent_stream_init(LatentStream *s, LatentCache *c, int max_n, int with_labels);
 void latent_stream_free(LatentStream *s);
 // Queues items idx[0..n) to be read in the background (the next step's).
 void latent_stream_request(LatentStream *s, const int *idx, int n);
-// The latents of items idx[0..n), in that order: (n, Z, h, w) each, valid
-// until the next get(). The slot queued for the same items is waited for;
-// other items are read now. -1 with a message naming the cache and the items
-// when they cannot be read (the file was truncated, changed or removed).
+// The latents of items idx[0..n), in that order: (n, Z, h, w) each, and
+// with labels their labels (n) (else *labels is NULL), valid until the next
+// get(). The slot queued for the same items is waited for; other items are
+// read now. -1 with a message naming the cache and the items when they
+// cannot be read (the file was truncated, changed or removed).
 int latent_stream_get(LatentStream *s, const int *idx, int n, const float **mean,
-                      const float **logvar);
+                      const float **logvar, const int32_t **labels);

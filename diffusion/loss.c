@@ -29,13 +29,19 @@ void diffusion_loss_free(DiffusionLoss *l) {
 
 float diffusion_loss_forward(DiffusionLoss *l, UNet *u, const Schedule *s, int prediction,
                              const float *x0, const float *noise, const int *t, int B) {
+    return diffusion_loss_forward_labels(l, u, s, prediction, x0, noise, t, NULL, B);
+}
+
+float diffusion_loss_forward_labels(DiffusionLoss *l, UNet *u, const Schedule *s,
+                                    int prediction, const float *x0, const float *noise,
+                                    const int *t, const int *y, int B) {
     const UNetConfig *c = &u->cfg;
     size_t n = l->n;
     CHECK(n == (size_t)c->latent_channels * c->latent_size * c->latent_size);
     CHECK(B >= 1 && B <= l->max_batch);
     q_sample(l->xt, s, x0, noise, t, B, n);
     diffusion_target(l->target, s, prediction, x0, noise, t, B, n);
-    unet_forward(u, l->pred, l->xt, t, NULL, B);
+    unet_forward(u, l->pred, l->xt, t, y, B);
     l->B = B;
     return (float)(sq_err_forward(l->pred, l->target, (size_t)B * n) / ((double)B * n));
 }

@@ -24,6 +24,11 @@ void diffusion_loss_free(DiffusionLoss *l);
 // and the target in l for the backward (and for tests to read).
 float diffusion_loss_forward(DiffusionLoss *l, UNet *u, const Schedule *s, int prediction,
                              const float *x0, const float *noise, const int *t, int B);
+// The same with class labels y (B) in 0..K for a conditional UNet (after
+// label dropout: K, the null class, where dropped); y NULL is the above.
+float diffusion_loss_forward_labels(DiffusionLoss *l, UNet *u, const Schedule *s,
+                                    int prediction, const float *x0, const float *noise,
+                                    const int *t, const int *y, int B);
 // d loss / d output into l->dpred, then unet_backward (u->grads accumulate).
 // The last forward on u must be l's.
 void diffusion_loss_backward(DiffusionLoss *l, UNet *u);

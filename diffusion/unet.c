@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "layers.h"
+#include "rng.h"
 
 // ---------------------------------------------------------------------------
 // small helpers
@@ -92,6 +93,12 @@ int unet_config_check(const UNetConfig *c, const char *what) {
     }
     if (c->temb_dim < 1 || c->time_dim < 2 || c->time_dim % 2 != 0)
         return errorf("%s: UNet time embedding needs an even time_dim and a positive temb_dim", what);
+    if (c->num_classes < 0 || c->num_classes > UNET_MAX_CLASSES)
+        return errorf("%s: UNet takes 0 (unconditional) to %d classes, got %d", what,
+                      UNET_MAX_CLASSES, c->num_classes);
+    if ((long)(c->num_classes + 1) * c->temb_dim > 1L << 28)
+        return errorf("%s: a class table of %d x %d floats is implausibly large", what,
+                      c->num_classes + 1, c->temb_dim);
     return 0;
 }
 
@@ -322,6 +329,13 @@ void time_embed_params(TimeEmbed *te, ParamTable *t, const char *prefix,
     te->lin2 = params_add_linear(t, name, temb_dim, temb_dim);
 }
 
+void time_embed_add_classes(TimeEmbed *te, ParamTable *t, const char *key, int num_classes) {
+    CHECK(num_classes >= 1 && te->num_classes == 0);
+    int shape[2] = {num_classes + 1, te->temb_dim};
+    te->num_classes = num_classes;
+    te->classes = params_add(t, key, 2, shape, 0.0f); // zero here: unet_init_values
+}
+
 size_t time_embed_acts_floats(const TimeEmbed *te, int B) {
     return (size_t)B * (te->time_dim + 5 * te->temb_dim);
 }
@@ -337,27 +351,42 @@ void time_embed_carve(TimeEmbed *te, float *acts, int B) {
     CHECK(c.used == time_embed_acts_floats(te, B));
 }
 
-void time_embed_forward(TimeEmbed *te, float *temb_act, const int *t,
+void time_embed_forward(TimeEmbed *te, float *temb_act, const int *t, const int *y,
                         const float *params, int B) {
     const float *P = params;
     int D = te->time_dim, E = te->temb_dim;
     size_t n = (size_t)B * E;
+    CHECK((y != NULL) == (te->num_classes > 0));
     timestep_embedding(te->emb, t, B, D);
     linear_forward(te->h, te->emb, P + te->lin1, P + te->lin1 + (size_t)E * D, B, D, E);
     silu_forward(te->hact, te->h, n);
     linear_forward(te->temb, te->hact, P + te->lin2, P + te->lin2 + (size_t)E * E, B, E, E);
+    for (int i = 0; y && i < B; i++) { // B x temb_dim adds: not worth threads
+        CHECK(y[i] >= 0 && y[i] <= te->num_classes);
+        const float *row = P + te->classes + (size_t)y[i] * E;
+        float *dst = te->temb + (size_t)i * E;
+        for (int j = 0; j < E; j++) dst[j] += row[j];
+    }
     silu_forward(temb_act, te->temb, n);
 }
 
 void time_embed_backward(const TimeEmbed *te, float *grads, const float *dtemb_act,
-                         const float *params, int B) {
+                         const int *y, const float *params, int B) {
     const float *P = params;
     float *G = grads;
     int D = te->time_dim, E = te->temb_dim;
     size_t n = (size_t)B * E;
     float *d0 = te->dh, *d1 = te->dh + n;
+    CHECK((y != NULL) == (te->num_classes > 0));
     zero(d0, n); // d temb
     silu_backward(d0, dtemb_act, te->temb, n);
+    // d temb is also the gradient of each item's class row. Items sharing a
+    // label add into one row, in item order: the sum never depends on threads.
+    for (int i = 0; y && i < B; i++) {
+        float *row = G + te->classes + (size_t)y[i] * E;
+        const float *src = d0 + (size_t)i * E;
+        for (int j = 0; j < E; j++) row[j] += src[j];
+    }
     zero(d1, n); // d hact
     linear_backward(d1, G + te->lin2, G + te->lin2 + (size_t)E * E, d0, te->hact,
                     P + te->lin2, B, E, E);
@@ -417,6 +446,7 @@ static void unet_build(UNet *u) {
     u->n_ops = 0;
 
     time_embed_params(&u->te, t, "time_embed", c->time_dim, c->temb_dim);
+    if (c->num_classes) time_embed_add_classes(&u->te, t, "label_emb.weight", c->num_classes);
     u->conv_in = params_add_conv(t, "conv_in", c->latent_channels, b, 3, 0);
 
     int ch = b, res = c->latent_size;
@@ -591,6 +621,14 @@ void unet_init(UNet *u, const UNetConfig *cfg, int max_batch) {
     unet_carve(u, &a2, &g2, max_batch);
     CHECK(g2.used == ngrads && ngrads + a2.used == u->acts_floats);
     u->work = xmalloc_aligned(u->work_floats * sizeof(float));
+    u->labels = xmalloc((size_t)max_batch * sizeof *u->labels);
+}
+
+void unet_init_values(UNet *u, Rng *rng) {
+    params_init_values(&u->table, u->params, rng);
+    const TimeEmbed *te = &u->te;
+    if (te->num_classes)
+        rng_normal_fill(rng, u->params + te->classes, (size_t)(te->num_classes + 1) * te->temb_dim);
 }
 
 // Walks the convs that can take prepared weights (the ResBlocks' and the
@@ -639,6 +677,7 @@ void unet_free(UNet *u) {
     free(u->grads);
     free(u->acts);
     free(u->work);
+    free(u->labels);
     free(u->ops);
     memset(u, 0, sizeof *u);
 }
@@ -647,13 +686,20 @@ void unet_forward(UNet *u, float *out, const float *x, const int *t, const int *
     const UNetConfig *c = &u->cfg;
     const float *P = u->params;
     CHECK(B >= 1 && B <= u->max_batch);
-    CHECK(y == NULL); // class conditioning: not built yet
+    const int K = c->num_classes;
+    const int *lab = NULL;
+    if (K > 0) {
+        for (int i = 0; i < B; i++) u->labels[i] = y ? y[i] : K; // NULL: the null class
+        lab = u->labels;
+    } else {
+        CHECK(y == NULL);
+    }
     int Z = c->latent_channels, S = c->latent_size, b = c->base_channels;
     int ch = b * c->channel_mult[0], HW = S * S;
     float *scratch = u->work; // the forward needs no gradient buffers
     u->B = B;
     if (u->x_in != x) memcpy(u->x_in, x, (size_t)B * Z * HW * sizeof *x);
-    time_embed_forward(&u->te, u->temb_act, t, P, B);
+    time_embed_forward(&u->te, u->temb_act, t, lab, P, B);
     conv2d_forward(u->h0, u->x_in, P + u->conv_in, P + u->conv_in + conv_wsize(Z, b, 3),
                    B, Z, S, S, b, 3, 1, 1, scratch);
     for (int i = 0; i < u->n_ops; i++) {
@@ -739,5 +785,5 @@ void unet_backward(UNet *u, const float *dout) {
     }
     conv2d_backward(NULL, G + u->conv_in, G + u->conv_in + conv_wsize(Z, b, 3), u->dh0,
                     u->x_in, P + u->conv_in, B, Z, S, S, b, 3, 1, 1, scratch);
-    time_embed_backward(&u->te, G, u->dtemb_act, P, B);
+    time_embed_backward(&u->te, G, u->dtemb_act, c->num_classes ? u->labels : NULL, P, B);
 }

@@ -1,7 +1,7 @@
 // unet.h: the `unet-s` UNet of ../shared/spec/default-models.md, configurable
 // in the usual ldm/ADM way (levels, blocks per level, attention resolutions).
 // Parameter keys follow tests/reference/unet_mirror.py's state_dict():
-//   time_embed.0, time_embed.2, conv_in,
+//   time_embed.0, time_embed.2, label_emb (class-conditional only), conv_in,
 //   down.<l>.res.<j>.{norm1,conv1,temb_proj,norm2,conv2[,skip]},
 //   down.<l>.attn.<j>.{norm,q,k,v,proj}, down.<l>.downsample,
 //   mid.res1, mid.attn, mid.res2,
@@ -15,6 +15,8 @@
 
 #define UNET_MAX_LEVELS 8
 #define UNET_MAX_RES_BLOCKS 16
+// Classes of a conditional UNet: its class table is (K + 1) x temb_dim.
+#define UNET_MAX_CLASSES 65536
 
 typedef struct {
     int latent_channels;  // Z: 4
@@ -91,11 +93,15 @@ void attnblock_forward(AttnBlock *a, float *out, const float *x, const float *pa
 void attnblock_backward(const AttnBlock *a, float *dx, float *grads, const float *dout,
                         const float *x, const float *params, int B, float *work);
 
-// Time embedding: sinusoid (time_dim), Linear, SiLU, Linear -> temb; the
-// output is SiLU(temb) (B, temb_dim), the form every ResBlock consumes.
+// Time embedding: sinusoid (time_dim), Linear, SiLU, Linear -> temb; on a
+// class-conditional UNet the class table's row of each item's label is added
+// to temb (spec: after the MLP's last Linear, before any ResBlock uses it).
+// The output is SiLU(temb) (B, temb_dim), the form every ResBlock consumes.
 typedef struct {
     int time_dim, temb_dim;
+    int num_classes;     // K; 0: no class table
     size_t lin1, lin2;
+    size_t classes;      // the class table (K + 1, temb_dim), row K the null class
     float *emb;          // (B, time_dim)
     float *h, *hact;     // (B, temb_dim): Linear 1, SiLU of it
     float *temb;         // (B, temb_dim)
@@ -105,12 +111,20 @@ typedef struct {
 void time_embed_params(TimeEmbed *te, ParamTable *t, const char *prefix,
                        int time_dim, int temb_dim);
 size_t time_embed_acts_floats(const TimeEmbed *te, int B);
+// Adds the class table of K classes under `key` (the state_dict's
+// "label_emb.weight"). Its init, PyTorch's nn.Embedding N(0, 1), is not a
+// kind params_init_values() knows: it leaves the table zero, and
+// unet_init_values() fills it.
+void time_embed_add_classes(TimeEmbed *te, ParamTable *t, const char *key, int num_classes);
 void time_embed_carve(TimeEmbed *te, float *acts, int B);
-void time_embed_forward(TimeEmbed *te, float *temb_act, const int *t,
+// y (B) labels in 0..K with a class table, else NULL.
+void time_embed_forward(TimeEmbed *te, float *temb_act, const int *t, const int *y,
                         const float *params, int B);
-// dtemb_act (B, temb_dim) is d loss / d SiLU(temb); accumulates into grads.
+// dtemb_act (B, temb_dim) is d loss / d SiLU(temb); y as for the forward;
+// accumulates into grads (a class row once per item that used it, in item
+// order).
 void time_embed_backward(const TimeEmbed *te, float *grads, const float *dtemb_act,
-                         const float *params, int B);
+                         const int *y, const float *params, int B);
 
 // ---- the UNet
 typedef struct UNetOp UNetOp; // one step of the layer list (unet.c)
@@ -134,6 +148,7 @@ typedef struct {
     TimeEmbed te;
     float *temb_act, *dtemb_act;      // (B, temb_dim)
     float *x_in;                      // (B, Z, h, w): the last forward's input
+    int *labels;                      // (max_batch) its class labels (num_classes > 0)
     size_t conv_in, out_norm, out_conv;
     float *head_act;                  // (B, base, h, w): SiLU(GN(hlast))
     float *head_mean, *head_rstd;     // (B, G)
@@ -149,15 +164,20 @@ typedef struct {
 } UNet;
 
 // Builds the table and allocates everything for up to max_batch items.
-// Parameter values are NOT initialised: call params_init_values(&u->table,
-// u->params, rng) (the spec's zero-init convolutions are marked in the table)
-// or load a checkpoint. cfg must pass unet_config_check().
+// Parameter values are NOT initialised: call unet_init_values() or load a
+// checkpoint. cfg must pass unet_config_check().
 void unet_init(UNet *u, const UNetConfig *cfg, int max_batch);
+// The spec's init: params_init_values() (PyTorch's default uniform bounds,
+// the zero-init convolutions marked in the table), then the class table
+// N(0, 1), both from rng in that order. Unconditional: exactly
+// params_init_values().
+void unet_init_values(UNet *u, struct Rng *rng);
 void unet_free(UNet *u);
 // x (B, Z, h, w), t (B) integer steps, y (B) class labels in 0..K (K: the
-// null class; NULL on an unconditional UNet) -> out (B, Z, h, w), a caller's
-// buffer (the diffusion loss's, loss.h, or a sampler's). Saves what the
-// backward needs.
+// null class; NULL: unconditional, or on a conditional UNet the null class
+// for every item) -> out (B, Z, h, w), a caller's buffer (the diffusion
+// loss's, loss.h, or a sampler's). Labels on an unconditional UNet, or
+// outside 0..K, are a programmer error. Saves what the backward needs.
 void unet_forward(UNet *u, float *out, const float *x, const int *t, const int *y, int B);
 // Sampling runs the same weights at every step: unet_fix_weights(u, 1)
 // transforms the 3x3 convolutions' weights of the current u->params once

@@ -45,6 +45,9 @@ void unet_config_to_attrs(const UNetConfig *c, Attrs *a) {
     attrs_set_int(a, "num_heads", c->num_heads);
     attrs_set_int(a, "temb_dim", c->temb_dim);
     attrs_set_int(a, "time_dim", c->time_dim);
+    // Only on a conditional UNet: an unconditional checkpoint stays exactly
+    // what it was before classes existed (and older ones read as 0).
+    if (c->num_classes) attrs_set_int(a, "num_classes", c->num_classes);
 }
 
 int unet_config_from_attrs(UNetConfig *c, const Attrs *a, const char *path) {
@@ -64,6 +67,7 @@ int unet_config_from_attrs(UNetConfig *c, const Attrs *a, const char *path) {
         {"time_dim", SPEC_INT, 2, lim, &r.time_dim, 0},
         {"channel_mult", SPEC_STR, 1, ATTR_STR_MAX - 1, mult, 0},
         {"attn_resolutions", SPEC_STR, 0, ATTR_STR_MAX - 1, attn, 0},
+        {"num_classes", SPEC_INT, 0, UNET_MAX_CLASSES, &r.num_classes, SPEC_OPTIONAL},
     };
     if (attrs_read_specs(a, path, spec, (int)(sizeof spec / sizeof *spec))) return -1;
     char what[PATH_MAX + 32];

@@ -4,6 +4,7 @@
 #include "checkpoint.h"
 #include "unet.h"
 
+// num_classes is written only when > 0; absent, it reads as 0 (unconditional).
 void unet_config_to_attrs(const UNetConfig *c, Attrs *a);
 // Reads and validates; -1 with a message naming path.
 int unet_config_from_attrs(UNetConfig *c, const Attrs *a, const char *path);

@@ -223,5 +223,63 @@ expect_ok "vae-train on a folder with a looping link and a link to its parent" \
 check "  ... counts each real image once (2 images)" grep -q "vae-train: 2 images from" "$T/err"
 check "  ... and warns about nothing" test "$(grep -c warning "$T/err")" -eq 0
 
+# ---------------------------------------------------------------- classes and guidance
+# A class-conditional UNet on the pristine cache; flags and class names
+# that could overflow, inject printf directives or mislabel.
+cp "$T/lat.h5.orig" "$T/clat.h5"; cp "$T/a.h5.orig" "$T/ca.h5"
+expect_ok "train a tiny class-conditional UNet" "$B/ldm-train" --latents "$T/clat.h5" --out "$T/uc.h5" --steps 1 --num-classes 10 $U
+cp "$T/uc.h5" "$T/uc.h5.orig"
+expect_fail "ldm-sample --guidance 1e300 (inf as a float)" "--guidance must be at most" "$B/ldm-sample" --unet "$T/uc.h5" --vae "$T/ca.h5" $S --class 1 --guidance 1e300 --out "$T/s.png"
+expect_fail "ldm-sample --class with printf directives" "--class '%s%n%s%n' is neither" "$B/ldm-sample" --unet "$T/uc.h5" --vae "$T/ca.h5" $S --class '%s%n%s%n' --out "$T/s.png"
+expect_fail "ldm-sample --class ''" "is neither 'all'" "$B/ldm-sample" --unet "$T/uc.h5" --vae "$T/ca.h5" $S --class '' --out "$T/s.png"
+expect_fail "ldm-sample --class past long" "out of range" "$B/ldm-sample" --unet "$T/uc.h5" --vae "$T/ca.h5" $S --class 99999999999999999999 --out "$T/s.png"
+poke uc.h5 names-num.h5 @class_names 3
+expect_ok "ldm-sample with class_names a number" "$B/ldm-sample" --unet "$T/names-num.h5" --vae "$T/ca.h5" $S --class 4 --guidance 2 --out "$T/s.png"
+check "  ... warns and shows the class by number" sh -c "grep -q 'does not name the 10 classes' '$T/err' && grep -q 'class 4 |' '$T/err'"
+poke uc.h5 names-short.h5 @class_names "$(printf 'str:a\nb')"
+expect_fail "ldm-sample --class by a name of a list too short" "is neither" "$B/ldm-sample" --unet "$T/names-short.h5" --vae "$T/ca.h5" $S --class b --out "$T/s.png"
+check "  ... after a warning that the names do not fit" grep -q "does not name the 10 classes" "$T/err"
+poke uc.h5 dropout.h5 @p_uncond 0
+expect_ok "ldm-sample --guidance 3 on p_uncond 0" "$B/ldm-sample" --unet "$T/dropout.h5" --vae "$T/ca.h5" $S --class 0 --guidance 3 --out "$T/s.png"
+check "  ... warns: no label dropout" grep -q "without label dropout" "$T/err"
+# Guided sampling batches 2 x --batch items: --n 10^9 --class all still
+# writes batch by batch in bounded memory.
+sh -c "ulimit -v 2000000; exec timeout --preserve-status -s INT 4 '$B/ldm-sample' --unet '$T/uc.h5' --vae '$T/ca.h5' --class all --guidance 2 --n 1000000000 --batch 16 --steps 2 --threads 1 --out-dir '$T/manyc'" >"$T/out" 2>"$T/err"
+rc=$?
+n=$(ls "$T/manyc" 2>/dev/null | grep -c '\.png$')
+if [ $rc -eq 130 ] && [ "$n" -ge 16 ] && grep -q "interrupted; $n images written into" "$T/err"; then
+    pass "ldm-sample --class all --guidance 2 --n 10^9 --out-dir: $n PNGs in 4 s under ulimit -v 2 GB, then interrupted"
+else
+    fail "ldm-sample --class all --n 10^9 --out-dir (exit $rc, $n PNGs)"; tail -3 "$T/err" | sed 's/^/    /'
+fi
+
+# ---------------------------------------------------------------- class labels
+# Class names and conditional settings that a file can get wrong: refused
+# with the file and the attribute named, before any training.
+poke lat.h5 k-empty.h5 @class_names "$(printf 'str:T-shirt/top\n\nPullover')"
+expect_fail "a cache whose class_names has an empty name" "k-empty.h5: attribute 'class_names': class 1 has an empty name" "$B/ldm-train" --latents "$T/k-empty.h5" --out "$T/ku.h5" --steps 1 $U
+poke lat.h5 k-trail.h5 @class_names "str:a
+"
+expect_fail "a cache whose class_names ends in a line break" "k-trail.h5: attribute 'class_names': class 1 has an empty name" "$B/ldm-train" --latents "$T/k-trail.h5" --out "$T/ku.h5" --steps 1 $U
+poke lat.h5 k-num.h5 @class_names 7
+expect_fail "a cache whose class_names is a number" "k-num.h5: attribute 'class_names' is a floating-point number" "$B/ldm-train" --latents "$T/k-num.h5" --out "$T/ku.h5" --steps 1 $U
+mkdir -p "$T/kflat"
+"$(dirname "$0")/../tools/gen-images.sh" "$T/kgen" 2 32 >/dev/null 2>&1 && mv "$T"/kgen/*/*.png "$T/kflat/"
+expect_ok "encode a flat folder (no labels)" "$B/vae-encode" --vae "$T/a.h5.orig" --data "$T/kflat" --out "$T/kflat.h5" --threads 1
+cp "$T/kflat.h5" "$T/kflat.h5.orig"
+poke kflat.h5 k-nolab.h5 @class_names "str:a"
+expect_fail "a cache with class_names but no labels" "k-nolab.h5: attribute 'class_names' names classes, but there are no labels" "$B/vae-decode" --vae "$T/a.h5.orig" --latents "$T/k-nolab.h5" --n 1 --out "$T/d.png"
+cp "$T/lat.h5.orig" "$T/klat.h5"
+expect_ok "train a tiny conditional UNet" "$B/ldm-train" --latents "$T/klat.h5" --out "$T/ku.h5" --steps 1 --num-classes 10 $U
+cp "$T/ku.h5" "$T/ku.h5.orig"
+poke ku.h5 k-p2.h5 @p_uncond 2
+cp "$T/k-p2.h5" "$T/k-p2.before"
+expect_fail "a checkpoint with p_uncond 2" "k-p2.h5: attribute 'p_uncond' is 2" "$B/ldm-train" --latents "$T/klat.h5" --out "$T/k-p2.h5" --steps 2 --resume --threads 1
+poke ku.h5 k-pnan.h5 @p_uncond nan
+expect_fail "a checkpoint with p_uncond NaN" "k-pnan.h5: attribute 'p_uncond'" "$B/ldm-train" --latents "$T/klat.h5" --out "$T/k-pnan.h5" --steps 2 --resume --threads 1
+poke ku.h5 k-kf.h5 @num_classes 10.5
+expect_fail "a checkpoint with num_classes 10.5" "k-kf.h5: attribute 'num_classes' is a floating-point number" "$B/ldm-train" --latents "$T/klat.h5" --out "$T/k-kf.h5" --steps 2 --resume --threads 1
+check "  ... the refused checkpoint is left as it was" cmp -s "$T/k-p2.h5" "$T/k-p2.before"
+
 echo "hostile_cli: $fails failure(s)"
 [ $fails -eq 0 ]

@@ -265,5 +265,34 @@ check "ldm-train on a cache truncated mid-run: exit 1 (got $rc) naming the cache
     test $rc -eq 1 -a -n "$(grep "latcut.h5" "$T/ct.err" | grep -i "item")"
 check "... the checkpoint is untouched" cmp -s "$T/ucut.h5" "$T/ucut.before"
 
+# ---------------------------------------------------------------- class-conditional
+# The same 100 images with their labels beside them. A conditional run
+# (label dropout on, base width 40 so that GroupNorm keeps the class path:
+# at 32 channels or fewer a group is one channel and the time and class
+# embedding cancel out) over 3 epochs: streamed == in memory, and exact
+# resume mid-epoch, so the dropout draws follow (seed, step, place) alone.
+cp "$T/small-images-idx3-ubyte" "$T/lab-images-idx3-ubyte"
+zcat $FM/t10k-labels-idx1-ubyte.gz | head -c $((8 + 100)) >"$T/lab-labels-idx1-ubyte"
+printf '\000\000\000\144' | dd of="$T/lab-labels-idx1-ubyte" bs=1 seek=4 conv=notrunc 2>/dev/null
+run ke "$B/vae-encode" --vae "$T/v1.h5" --data "$T/lab-images-idx3-ubyte" --out "$T/lab.h5" --threads 1
+check "vae-encode of the 100-image IDX file with its labels" ok ke
+K="--latents $T/lab.h5 --base-channels 40 --batch 16 --threads 1 --eval-every 5 --num-classes 10 --p-uncond 0.3"
+run ks "$B/ldm-train" $K --out "$T/ks.h5" --steps 14
+run km "$B/ldm-train" $K --out "$T/km.h5" --steps 14 --in-memory
+check "conditional ldm-train streamed and --in-memory, 14 steps over 3 epochs" ok ks
+check "... bit-identical checkpoints (streamed vs in memory)" same_ckpt "$T/ks.h5" "$T/km.h5"
+check "... same losses at every step" same_losses "$T/ks.h5.log.jsonl" "$T/km.h5.log.jsonl"
+run kr1 "$B/ldm-train" $K --out "$T/kr.h5" --steps 9
+run kr2 "$B/ldm-train" --latents "$T/lab.h5" --threads 1 --eval-every 5 --out "$T/kr.h5" --steps 14 --resume --in-memory
+check "... 9 steps, then --resume to 14 (settings from the checkpoint)" ok kr2
+check "... conditional resume: bit-identical at step 14" same_ckpt "$T/ks.h5" "$T/kr.h5"
+check "... same losses at every step" same_losses "$T/ks.h5.log.jsonl" "$T/kr.h5.log.jsonl"
+run k0 "$B/ldm-train" $K --out "$T/k0.h5" --steps 14 --p-uncond 0
+check "... --p-uncond 0 trains another model (the labels matter)" sh -c "! h5diff -q '$T/ks.h5' '$T/k0.h5' >/dev/null 2>&1"
+run kn "$B/ldm-train" --latents "$T/small.h5" --base-channels 16 --batch 16 --threads 1 --out "$T/kn.h5" --steps 2 --num-classes 10
+check "--num-classes on the cache without labels: exit 1 (got $rc) naming it" \
+    test $rc -eq 1 -a -n "$(grep "small.h5: the cache has no labels" "$T/kn.err")"
+check "... and no checkpoint written" test ! -e "$T/kn.h5"
+
 echo "robust_test: $fails failure(s)"
 [ $fails -eq 0 ]

@@ -1,7 +1,11 @@
-// test_sampler.c: noise schedules, DDIM (eta 0 and 0.5, eps and v) and DDPM
-// trajectories against tests/reference/gen_unet.py's sampler.h5 (the same
-// narrow UNet as unet.h5, replaying the reference's per-step noise), and
-// bit-identical sampling at 1 and 2 threads.
+// test_sampler.c: noise schedules; every sampler's trajectory (DDIM, DDPM,
+// DPM-Solver++(2M), Euler-ancestral; eps and v; img2img starts) against
+// tests/reference/gen_sampler.py's sampler.h5 (the narrow UNet of unet.h5,
+// replaying the reference's per-step noise); the hook (jump back), the
+// timesteps and the errors of sample_run; bit-identical sampling at 1 and 2
+// threads for every sampler.
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +19,8 @@
 
 #define SAMPLER "sampler.h5"
 #define UNETF "unet.h5"
+#define B 2
+#define NL ((size_t)B * 4 * 8 * 8) // floats of a batch of latents
 
 static void check_schedule(const char *kind, const char *dataset) {
     Schedule s;
@@ -43,8 +49,9 @@ static void test_schedules(void) {
                prediction_from_name("v", "test") == PRED_V && prediction_from_name("x0", "test") < 0);
 }
 
-// The narrow UNet of unet.h5 with its weights, for B items.
-static void tiny_unet(UNet *u, int B) {
+// The narrow UNet of unet.h5 with its weights, for max_batch items; checks that
+// sampler.h5 was written from these weights.
+static void tiny_unet(UNet *u, int max_batch) {
     size_t n;
     int *v = golden_read_int(UNETF, "config", &n);
     CHECK(n == 10);
@@ -56,103 +63,364 @@ static void tiny_unet(UNet *u, int B) {
     c.num_attn = 1, c.attn_resolutions[0] = v[6];
     c.num_heads = v[7], c.temb_dim = v[8], c.time_dim = v[9];
     free(v);
-    unet_init(u, &c, B);
+    unet_init(u, &c, max_batch);
     float *p = golden_read(UNETF, "params", &n);
     CHECK(n == u->table.total);
     memcpy(u->params, p, n * sizeof *p);
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) sum += (double)p[i] * (double)(1 + i % 97);
     free(p);
+    float *ref = golden_read(SAMPLER, "unet_checksum", &n), got = (float)sum;
+    CHECK(n == 1);
+    check_close("sampler.h5 was written from unet.h5's weights (else rerun gen_sampler.py)",
+                &got, ref, 1, 1e-6);
+    free(ref);
 }
 
-static void test_trajectories(void) {
+// gen_sampler.py's class-conditional UNet (34 channels, so that GroupNorm keeps
+// the class path) for max_batch items, with the weights of its
+// formula_params(): u_i = ((i * 2654435761) mod 2^32) / 2^32 - 0.5 by flat index
+// i, then GroupNorm weights 1 + u_i, GroupNorm biases u_i, the class table
+// 4 u_i, other biases 0.2 u_i, other weights 2 u_i / sqrt(fan_in).
+static void guide_unet(UNet *u, int max_batch) {
     size_t n;
-    int *d = golden_read_int(SAMPLER, "dims", &n);
-    int B = d[0], steps = d[1], T = d[2], T_ddpm = d[3];
-    free(d);
-    UNet u;
-    tiny_unet(&u, B);
-    size_t nl = (size_t)B * 4 * 8 * 8;
-    float *xT = golden_read(SAMPLER, "xT", &n);
-    CHECK(n == nl);
-    float *x = xmalloc(nl * sizeof(float));
-    float *traj = xmalloc((size_t)(steps > T_ddpm ? steps : T_ddpm) * nl * sizeof(float));
-    Schedule lin, shortlin;
-    CHECK(schedule_init(&lin, T, "linear", "test") == 0);
-    CHECK(schedule_init(&shortlin, T_ddpm, "linear", "test") == 0);
-
-    struct {
-        const char *name, *what;
-        float eta;
-        int pred, replay;
-    } cases[] = {
-        {"ddim_eta0", "DDIM 5 steps, eta 0, eps: every x_t", 0.0f, PRED_EPS, 0},
-        {"ddim_v", "DDIM 5 steps, eta 0, v: every x_t", 0.0f, PRED_V, 0},
-        {"ddim_eta05", "DDIM 5 steps, eta 0.5, eps, replayed noise", 0.5f, PRED_EPS, 1},
-    };
-    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
-        char name[64];
-        snprintf(name, sizeof name, "%s/traj", cases[k].name);
-        float *ref = golden_read(SAMPLER, name, &n);
-        CHECK(n == (size_t)steps * nl);
-        float *noise = NULL;
-        if (cases[k].replay) {
-            snprintf(name, sizeof name, "%s/noise", cases[k].name);
-            noise = golden_read(SAMPLER, name, &n);
-            CHECK(n == (size_t)steps * nl);
+    int *v = golden_read_int(SAMPLER, "guide_config", &n);
+    CHECK(n == 8);
+    UNetConfig c;
+    memset(&c, 0, sizeof c);
+    c.latent_channels = v[0], c.latent_size = v[1], c.base_channels = v[2];
+    c.num_levels = 1, c.channel_mult[0] = 1, c.num_res_blocks = v[3], c.num_attn = 0;
+    c.num_heads = v[4], c.temb_dim = v[5], c.time_dim = v[6], c.num_classes = v[7];
+    free(v);
+    unet_init(u, &c, max_batch);
+    for (int k = 0; k < u->table.n; k++) {
+        const ParamInfo *pi = &u->table.info[k];
+        const char *dot = strrchr(pi->name, '.');
+        for (size_t e = 0; e < pi->size; e++) {
+            uint64_t i = pi->offset + e;
+            double w = (double)(uint32_t)(i * 2654435761u) / 4294967296.0 - 0.5;
+            if (strstr(pi->name, "norm")) w = !strcmp(dot, ".weight") ? 1 + w : w;
+            else if (!strncmp(pi->name, "label_emb", 9)) w = 4 * w;
+            else if (pi->ndim == 1) w = 0.2 * w;
+            else w = (2 * w) * (1 / sqrt((double)(pi->size / pi->shape[0])));
+            u->params[i] = (float)w;
         }
-        memcpy(x, xT, nl * sizeof *x);
-        int rc = ddim_sample_ex(&u, &lin, x, B, steps, cases[k].eta, cases[k].pred, NULL, noise, traj);
-        check_true("ddim_sample_ex returns 0", rc == 0);
-        check_close(cases[k].what, traj, ref, n, 1e-4);
-        check_true("  x on return is the last trajectory entry",
-                   memcmp(x, traj + (size_t)(steps - 1) * nl, nl * sizeof *x) == 0);
-        free(ref);
-        free(noise);
     }
+}
 
-    float *ref = golden_read(SAMPLER, "ddpm/traj", &n);
-    CHECK(n == (size_t)T_ddpm * nl);
-    float *noise = golden_read(SAMPLER, "ddpm/noise", &n);
-    memcpy(x, xT, nl * sizeof *x);
-    check_true("ddpm_sample_ex returns 0",
-               ddpm_sample_ex(&u, &shortlin, x, B, PRED_EPS, NULL, noise, traj) == 0);
-    check_close("DDPM T=6, eps, replayed noise: every x_t", traj, ref, (size_t)T_ddpm * nl, 1e-4);
-    free(ref);
-    free(noise);
+// The golden cases: one sample_run each, every x_t compared. models[0]: the
+// narrow UNet of unet.h5, models[1]: the conditional one of guide_unet().
+static void test_goldens(UNet *models[2]) {
+    size_t n;
+    int *names = golden_read_int(SAMPLER, "cases", &n);
+    char *list = xmalloc(n + 1);
+    for (size_t i = 0; i < n; i++) list[i] = (char)names[i];
+    list[n] = 0;
+    free(names);
+    float *xT = golden_read(SAMPLER, "xT", &n);
+    CHECK(n == NL);
+    float *noise = golden_read(SAMPLER, "noise", &n);
+    CHECK(n == 8 * NL);
+    float *x = xmalloc(NL * sizeof *x);
+    int ncases = 0;
+    for (char *save, *name = strtok_r(list, "\n", &save); name; name = strtok_r(NULL, "\n", &save)) {
+        char ds[96];
+        snprintf(ds, sizeof ds, "%s/spec", name);
+        float *f = golden_read(SAMPLER, ds, &n);
+        CHECK(n == 9);
+        int kind = (int)f[0], pred = (int)f[1], cosine = (int)f[2], T = (int)f[3];
+        SampleSpec sp = sample_spec((SamplerKind)kind, (int)f[4], pred);
+        sp.start = (int)f[5], sp.eta = f[7], sp.guidance = f[8];
+        int model = (int)f[6];
+        CHECK(model == 0 || model == 1);
+        free(f);
+        UNet *u = models[model];
+        int *y = NULL;
+        snprintf(ds, sizeof ds, "%s/y", name);
+        if (golden_has(SAMPLER, ds)) {
+            y = golden_read_int(SAMPLER, ds, &n);
+            CHECK(n == B);
+        }
+        sp.y = y;
+        Schedule s;
+        CHECK(schedule_init(&s, T, cosine ? "cosine" : "linear", "test") == 0);
+        int runs = sampler_timesteps(&sp, &s, NULL) - sp.start;
+        CHECK(runs >= 1 && runs <= 8);
+        snprintf(ds, sizeof ds, "%s/traj", name);
+        float *ref = golden_read(SAMPLER, ds, &n);
+        CHECK(n == (size_t)runs * NL);
+        float *traj = xmalloc(n * sizeof *traj);
+        snprintf(ds, sizeof ds, "%s/x_start", name);
+        if (sp.start) {
+            float *xs = golden_read(SAMPLER, ds, &n);
+            CHECK(n == NL);
+            memcpy(x, xs, NL * sizeof *x);
+            free(xs);
+        } else {
+            memcpy(x, xT, NL * sizeof *x);
+        }
+        sp.noise = noise, sp.traj = traj;
+        char what[160];
+        snprintf(what, sizeof what, "%s (%s, %s, %d runs from step %d, w %g): every x_t", name,
+                 sampler_name(sp.kind), prediction_name(pred), runs, sp.start, sp.guidance);
+        check_true("sample_run returns 0", sample_run(u, &s, x, B, &sp, NULL) == 0);
+        check_close(what, traj, ref, (size_t)runs * NL, 1e-4);
+        check_true("  x on return is the last trajectory entry",
+                   memcmp(x, traj + (size_t)(runs - 1) * NL, NL * sizeof *x) == 0);
+        free(ref), free(traj), free(y);
+        schedule_free(&s);
+        ncases++;
+    }
+    check_true("sampler.h5 holds the 18 golden cases", ncases == 18);
+    free(list), free(xT), free(noise), free(x);
+}
+
+// A hook that records what it is called with and jumps back once: after step
+// jump_at it puts x back to `back` (x before step jump_to) and returns jump_to.
+typedef struct {
+    int calls, ks[64], tnext[64];
+    int jump_at, jump_to, jumped;
+    const float *back;
+} HookLog;
+
+static int hook_log(void *ctx, float *x, int k, int t_next) {
+    HookLog *h = ctx;
+    CHECK(h->calls < 64);
+    h->ks[h->calls] = k, h->tnext[h->calls] = t_next, h->calls++;
+    if (k == h->jump_at && !h->jumped) {
+        h->jumped = 1;
+        memcpy(x, h->back, NL * sizeof *x);
+        return h->jump_to;
+    }
+    return k + 1;
+}
+
+static void test_api(UNet *u) {
+    Schedule lin;
+    CHECK(schedule_init(&lin, 1000, "linear", "test") == 0);
+    float *xT = xmalloc(NL * sizeof *xT), *x = xmalloc(NL * sizeof *x);
+    float *y1 = xmalloc(NL * sizeof *y1), *y2 = xmalloc(NL * sizeof *y2);
+    Rng r;
+    rng_init(&r, 5);
+    rng_normal_fill(&r, xT, NL);
+
+    // Names and timesteps.
+    check_true("sampler names parse", sampler_from_name("ddpm", "t") == SAMPLER_DDPM &&
+               sampler_from_name("ddim", "t") == SAMPLER_DDIM &&
+               sampler_from_name("dpmpp2m", "t") == SAMPLER_DPMPP2M &&
+               sampler_from_name("euler_a", "t") == SAMPLER_EULER_A &&
+               sampler_from_name("euler", "t") < 0 &&
+               !strcmp(sampler_name(SAMPLER_EULER_A), "euler_a"));
+    int ts[1000];
+    SampleSpec sp = sample_spec(SAMPLER_DPMPP2M, 5, PRED_EPS);
+    int nts = sampler_timesteps(&sp, &lin, ts);
+    check_true("5 steps on T = 1000 visit 800, 600, 400, 200, 0",
+               nts == 5 && ts[0] == 800 && ts[1] == 600 && ts[2] == 400 && ts[3] == 200 && ts[4] == 0);
+    sp = sample_spec(SAMPLER_DDPM, 0, PRED_EPS);
+    nts = sampler_timesteps(&sp, &lin, ts);
+    check_true("DDPM visits T-1 .. 0 whatever `steps`", nts == 1000 && ts[0] == 999 && ts[999] == 0);
 
     // Errors a user can cause are reported.
-    check_true("ddim steps 0 rejected", ddim_sample(&u, &lin, x, B, 0, 0.0f, PRED_EPS, NULL) < 0);
-    check_true("ddim steps > T rejected", ddim_sample(&u, &lin, x, B, T + 1, 0.0f, PRED_EPS, NULL) < 0);
-    check_true("ddim negative eta rejected", ddim_sample(&u, &lin, x, B, 5, -1.0f, PRED_EPS, NULL) < 0);
-
-    // Same samples at 1 and 2 threads, with the noise drawn from the RNG.
-    float *a = xmalloc(nl * sizeof(float)), *b = xmalloc(nl * sizeof(float));
-    float *c = xmalloc(nl * sizeof(float)), *e = xmalloc(nl * sizeof(float));
-    for (int threads = 1; threads <= 2; threads++) {
-        set_threads(threads);
-        Rng r;
-        rng_init(&r, 42);
-        float *o1 = threads == 1 ? a : b, *o2 = threads == 1 ? c : e;
-        memcpy(o1, xT, nl * sizeof(float));
-        CHECK(ddim_sample(&u, &lin, o1, B, 10, 0.7f, PRED_V, &r) == 0);
-        memcpy(o2, xT, nl * sizeof(float));
-        CHECK(ddpm_sample(&u, &shortlin, o2, B, PRED_EPS, &r) == 0);
+    struct {
+        const char *what;
+        SamplerKind kind;
+        int steps, start;
+        float eta, w;
+        int labels;
+    } bad[] = {
+        {"steps 0 rejected", SAMPLER_DDIM, 0, 0, 0, 1, 0},
+        {"steps > T rejected", SAMPLER_DPMPP2M, 1001, 0, 0, 1, 0},
+        {"negative eta rejected (DDIM)", SAMPLER_DDIM, 5, 0, -1, 1, 0},
+        {"NaN guidance rejected", SAMPLER_DDIM, 5, 0, 0, NAN, 0},
+        {"infinite guidance rejected", SAMPLER_EULER_A, 5, 0, 0, INFINITY, 0},
+        {"negative guidance rejected", SAMPLER_DDIM, 5, 0, 0, -0.5f, 0},
+        {"guidance on an unconditional UNet rejected", SAMPLER_DDIM, 5, 0, 0, 2, 0},
+        {"labels on an unconditional UNet rejected", SAMPLER_DDIM, 5, 0, 0, 1, 1},
+        {"start = steps rejected", SAMPLER_DDIM, 5, 5, 0, 1, 0},
+        {"negative start rejected", SAMPLER_EULER_A, 5, -1, 0, 1, 0},
+    };
+    int labels[B] = {0, 0};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        sp = sample_spec(bad[i].kind, bad[i].steps, PRED_EPS);
+        sp.start = bad[i].start, sp.eta = bad[i].eta, sp.guidance = bad[i].w;
+        sp.y = bad[i].labels ? labels : NULL;
+        memcpy(x, xT, NL * sizeof *x);
+        check_true(bad[i].what, sample_run(u, &lin, x, B, &sp, &r) < 0 &&
+                   memcmp(x, xT, NL * sizeof *x) == 0);
     }
-    check_true("DDIM (eta 0.7, rng noise) bit-identical at 1 and 2 threads",
-               memcmp(a, b, nl * sizeof(float)) == 0);
-    check_true("DDPM (rng noise) bit-identical at 1 and 2 threads",
-               memcmp(c, e, nl * sizeof(float)) == 0);
-    int differs = memcmp(a, xT, nl * sizeof(float)) != 0;
-    check_true("sampling changed x", differs);
+    sp = sample_spec(SAMPLER_DPMPP2M, 5, PRED_EPS);
+    sp.eta = -1;
+    memcpy(x, xT, NL * sizeof *x);
+    check_true("eta is DDIM's alone (ignored by DPM-Solver++)", sample_run(u, &lin, x, B, &sp, NULL) == 0);
 
-    free(a), free(b), free(c), free(e);
-    free(xT), free(x), free(traj);
+    // One step lands on x0 predicted at t = 0 for every deterministic form.
+    SamplerKind one[] = {SAMPLER_DDIM, SAMPLER_DPMPP2M, SAMPLER_EULER_A};
+    int same = 1;
+    for (int i = 0; i < 3; i++) {
+        sp = sample_spec(one[i], 1, PRED_V);
+        memcpy(i ? y2 : y1, xT, NL * sizeof *x);
+        CHECK(sample_run(u, &lin, i ? y2 : y1, B, &sp, &r) == 0);
+        if (i) same &= memcmp(y1, y2, NL * sizeof *x) == 0;
+    }
+    check_true("1 step: DDIM, DPM-Solver++ and Euler-a give the same x0, bit for bit", same);
+
+    // The hook sees every step with the next timestep, and a jump back reruns
+    // from there: DDIM is memoryless (the same x_0), DPM-Solver++ restarts
+    // its history (the same as an img2img start at the step jumped to).
+    float *traj = xmalloc(8 * NL * sizeof *traj); // 7 runs with the jump
+    for (int dpm = 0; dpm <= 1; dpm++) {
+        sp = sample_spec(dpm ? SAMPLER_DPMPP2M : SAMPLER_DDIM, 5, PRED_EPS);
+        sp.traj = traj;
+        memcpy(y1, xT, NL * sizeof *x);
+        CHECK(sample_run(u, &lin, y1, B, &sp, NULL) == 0);
+        float *before2 = xmalloc(NL * sizeof *before2); // x at step 2's timestep
+        memcpy(before2, traj + 1 * NL, NL * sizeof *x);
+        HookLog h = {.jump_at = 3, .jump_to = 2, .back = before2};
+        sp.hook = hook_log, sp.ctx = &h;
+        memcpy(y2, xT, NL * sizeof *x);
+        CHECK(sample_run(u, &lin, y2, B, &sp, NULL) == 0);
+        int seq_ok = h.calls == 7;
+        const int want_k[] = {0, 1, 2, 3, 2, 3, 4}, want_t[] = {600, 400, 200, 0, 200, 0, -1};
+        for (int i = 0; seq_ok && i < 7; i++)
+            seq_ok = h.ks[i] == want_k[i] && h.tnext[i] == want_t[i];
+        if (!dpm) {
+            check_true("hook: called after every step with (k, t_next); a jump back reruns steps 2, 3",
+                       seq_ok);
+            check_true("DDIM with a jump back and the same x: the same x_0",
+                       memcmp(y1, y2, NL * sizeof *x) == 0);
+        } else {
+            SampleSpec s2 = sample_spec(SAMPLER_DPMPP2M, 5, PRED_EPS);
+            s2.start = 2;
+            memcpy(y1, before2, NL * sizeof *x);
+            CHECK(sample_run(u, &lin, y1, B, &s2, NULL) == 0);
+            check_true("DPM-Solver++: a jump back restarts at first order (= start at that step)",
+                       seq_ok && memcmp(y1, y2, NL * sizeof *x) == 0);
+        }
+        free(before2);
+    }
+    free(traj);
+
+    // The rng's noise is the replayed noise drawn from the same stream, in order.
+    sp = sample_spec(SAMPLER_EULER_A, 4, PRED_EPS);
+    float *noise = xmalloc(3 * NL * sizeof *noise); // the last step adds none
+    Rng a, b;
+    rng_init(&a, 77);
+    b = a;
+    rng_normal_fill(&b, noise, 3 * NL);
+    memcpy(y1, xT, NL * sizeof *x);
+    CHECK(sample_run(u, &lin, y1, B, &sp, &a) == 0);
+    sp.noise = noise;
+    memcpy(y2, xT, NL * sizeof *x);
+    CHECK(sample_run(u, &lin, y2, B, &sp, NULL) == 0);
+    check_true("Euler-a: rng noise = replayed noise of the same stream",
+               memcmp(y1, y2, NL * sizeof *x) == 0 && a.counter == b.counter);
+    free(noise);
+
+    free(xT), free(x), free(y1), free(y2);
+    schedule_free(&lin);
+}
+
+// Same samples at 1 and 2 threads, with the noise drawn from the RNG.
+static void test_threads(UNet *u) {
+    Schedule lin, shortlin;
+    CHECK(schedule_init(&lin, 1000, "linear", "test") == 0);
+    CHECK(schedule_init(&shortlin, 6, "linear", "test") == 0);
+    float *xT = xmalloc(NL * sizeof *xT), *got[2];
+    Rng r;
+    rng_init(&r, 9);
+    rng_normal_fill(&r, xT, NL);
+    struct {
+        const char *what;
+        SamplerKind kind;
+        int steps, pred;
+        float eta;
+    } cases[] = {
+        {"DDIM (eta 0.7, v, rng noise) bit-identical at 1 and 2 threads", SAMPLER_DDIM, 10, PRED_V, 0.7f},
+        {"DDPM (rng noise) bit-identical at 1 and 2 threads", SAMPLER_DDPM, 0, PRED_EPS, 0},
+        {"DPM-Solver++(2M) (v) bit-identical at 1 and 2 threads", SAMPLER_DPMPP2M, 10, PRED_V, 0},
+        {"Euler-a (rng noise) bit-identical at 1 and 2 threads", SAMPLER_EULER_A, 10, PRED_EPS, 0},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        SampleSpec sp = sample_spec(cases[k].kind, cases[k].steps, cases[k].pred);
+        sp.eta = cases[k].eta;
+        for (int threads = 1; threads <= 2; threads++) {
+            set_threads(threads);
+            rng_init(&r, 42);
+            got[threads - 1] = xmalloc(NL * sizeof(float));
+            memcpy(got[threads - 1], xT, NL * sizeof(float));
+            CHECK(sample_run(u, cases[k].kind == SAMPLER_DDPM ? &shortlin : &lin,
+                             got[threads - 1], B, &sp, &r) == 0);
+        }
+        check_true(cases[k].what, memcmp(got[0], got[1], NL * sizeof(float)) == 0 &&
+                   memcmp(got[0], xT, NL * sizeof(float)) != 0);
+        free(got[0]), free(got[1]);
+    }
+    free(xT);
     schedule_free(&lin);
     schedule_free(&shortlin);
-    unet_free(&u);
+}
+
+// Guidance on the conditional UNet beyond the goldens.
+static void test_guided(UNet *g) {
+    Schedule lin;
+    CHECK(schedule_init(&lin, 1000, "linear", "test") == 0);
+    float *xT = xmalloc(NL * sizeof *xT), *a = xmalloc(NL * sizeof *a), *b = xmalloc(NL * sizeof *b);
+    Rng r;
+    rng_init(&r, 11);
+    rng_normal_fill(&r, xT, NL);
+    int K = g->cfg.num_classes, y[B] = {1, 2};
+
+    SampleSpec sp = sample_spec(SAMPLER_DDIM, 5, PRED_EPS);
+    memcpy(a, xT, NL * sizeof *a);
+    CHECK(sample_run(g, &lin, a, B, &sp, NULL) == 0);
+    sp.y = y, sp.guidance = 0;
+    memcpy(b, xT, NL * sizeof *b);
+    CHECK(sample_run(g, &lin, b, B, &sp, NULL) == 0);
+    check_true("guidance 0 with labels = no labels (the null class), bit for bit",
+               memcmp(a, b, NL * sizeof *a) == 0);
+    sp.y = NULL, sp.guidance = 3;
+    memcpy(b, xT, NL * sizeof *b);
+    CHECK(sample_run(g, &lin, b, B, &sp, NULL) == 0);
+    check_true("guidance without labels has no effect", memcmp(a, b, NL * sizeof *a) == 0);
+    sp.y = y, sp.guidance = 3;
+    memcpy(b, xT, NL * sizeof *b);
+    CHECK(sample_run(g, &lin, b, B, &sp, NULL) == 0);
+    check_true("guidance 3 with labels changes the samples", memcmp(a, b, NL * sizeof *a) != 0);
+
+    int bad[][B] = {{0, K + 1}, {-1, 0}};
+    for (int i = 0; i < 2; i++) {
+        sp.y = bad[i];
+        memcpy(b, xT, NL * sizeof *b);
+        check_true(i ? "label -1 rejected" : "label K + 1 rejected",
+                   sample_run(g, &lin, b, B, &sp, NULL) < 0 && memcmp(b, xT, NL * sizeof *b) == 0);
+    }
+
+    sp = sample_spec(SAMPLER_EULER_A, 6, PRED_V);
+    sp.y = y, sp.guidance = 2.0f;
+    for (int threads = 1; threads <= 2; threads++) {
+        set_threads(threads);
+        rng_init(&r, 3);
+        float *o = threads == 1 ? a : b;
+        memcpy(o, xT, NL * sizeof *o);
+        CHECK(sample_run(g, &lin, o, B, &sp, &r) == 0);
+    }
+    check_true("guided Euler-a (w 2, rng noise) bit-identical at 1 and 2 threads",
+               memcmp(a, b, NL * sizeof *a) == 0);
+    free(xT), free(a), free(b);
+    schedule_free(&lin);
 }
 
 int main(void) {
     test_schedules();
-    test_trajectories();
+    UNet u, g;
+    tiny_unet(&u, B);
+    guide_unet(&g, 2 * B); // a guided step batches 2B items
+    UNet *models[2] = {&u, &g};
+    test_goldens(models);
+    test_api(&u);
+    test_threads(&u);
+    test_guided(&g);
+    unet_free(&u);
+    unet_free(&g);
     return test_summary("test_sampler");
 }

@@ -1,6 +1,8 @@
 // test_unet.c: the UNet's blocks and the whole UNet (forward, diffusion loss,
-// every parameter gradient) against tests/reference/gen_unet.py's goldens,
-// plus the unet-s table and thread-count invariance of a training step.
+// every parameter gradient), unconditional and class-conditional, against
+// tests/reference/gen_unet.py's goldens, plus the unet-s table, its time and
+// class paths against finite differences, and thread-count invariance of a
+// training step.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,7 @@
 
 #define BLOCKS "blocks.h5"
 #define UNETF "unet.h5"
+#define UNET_COND "unet_cond.h5"
 
 static char *gname(const char *group, const char *name) {
     static char buf[256];
@@ -218,9 +221,9 @@ static void test_time_embed(void) {
     float *ref = read_f(BLOCKS, "time", "out", no);
     float *dout = read_f(BLOCKS, "time", "dout", no);
     float *out = xmalloc(no * sizeof(float));
-    time_embed_forward(&te, out, steps, params, B);
+    time_embed_forward(&te, out, steps, NULL, params, B);
     check_close("TimeEmbed forward (t = 0, 7, 500, 999)", out, ref, no, 1e-5);
-    time_embed_backward(&te, grads, dout, params, B);
+    time_embed_backward(&te, grads, dout, NULL, params, B);
     check_grads("TimeEmbed", &t, grads, gref, 1e-5);
     free(steps), free(ref), free(dout), free(out);
     free(params), free(gref), free(grads), free(acts);
@@ -228,23 +231,68 @@ static void test_time_embed(void) {
     params_free(&t);
 }
 
-// The narrow UNet of gen_unet.py (TINY).
-static void tiny_config(UNetConfig *c) {
+// The time embedding with a class table of K = 3: real and null labels, one
+// class twice, one unused.
+static void test_time_label(void) {
     size_t n;
-    int *v = golden_read_int(UNETF, "config", &n);
-    CHECK(n == 10);
+    int *d = golden_read_int(BLOCKS, "time_label/dims", &n);
+    int B = d[0], D = d[1], E = d[2], K = d[3];
+    free(d);
+    ParamTable t;
+    params_init(&t);
+    TimeEmbed te;
+    time_embed_params(&te, &t, "time_embed", D, E);
+    time_embed_add_classes(&te, &t, "label_emb.weight", K);
+    GoldenTable g = golden_table(BLOCKS, "time_label");
+    table_matches(&t, &g, "TimeEmbed + class table");
+    float *params = read_f(BLOCKS, "time_label", "params", t.total);
+    float *gref = read_f(BLOCKS, "time_label", "grads", t.total);
+    float *grads = xcalloc(t.total, sizeof(float));
+    float *acts = xmalloc(time_embed_acts_floats(&te, B) * sizeof(float));
+    time_embed_carve(&te, acts, B);
+    int *steps = golden_read_int(BLOCKS, "time_label/t", &n);
+    CHECK((int)n == B);
+    int *y = golden_read_int(BLOCKS, "time_label/y", &n);
+    CHECK((int)n == B);
+    size_t no = (size_t)B * E;
+    float *ref = read_f(BLOCKS, "time_label", "out", no);
+    float *dout = read_f(BLOCKS, "time_label", "dout", no);
+    float *out = xmalloc(no * sizeof(float));
+    time_embed_forward(&te, out, steps, y, params, B);
+    check_close("TimeEmbed + class rows forward (labels 1, null, 0, 1, null, 0)", out, ref, no,
+                1e-5);
+    time_embed_backward(&te, grads, dout, y, params, B);
+    check_grads("TimeEmbed + class table", &t, grads, gref, 1e-5);
+    // Row 2 is no item's label: its gradient is exactly zero, not residue.
+    const float *row2 = grads + te.classes + 2 * (size_t)E;
+    int zero_row = 1;
+    for (int j = 0; j < E; j++) zero_row &= row2[j] == 0.0f;
+    check_true("the unused class row gets no gradient", zero_row);
+    free(steps), free(y), free(ref), free(dout), free(out);
+    free(params), free(gref), free(grads), free(acts);
+    golden_table_free(&g);
+    params_free(&t);
+}
+
+// The narrow UNets of gen_unet.py: TINY (unet.h5, 10 config entries) and
+// TINY_COND (unet_cond.h5, an 11th: the number of classes).
+static void tiny_config(UNetConfig *c, const char *file) {
+    size_t n;
+    int *v = golden_read_int(file, "config", &n);
+    CHECK(n == 10 || n == 11);
     memset(c, 0, sizeof *c);
     c->latent_channels = v[0], c->latent_size = v[1], c->base_channels = v[2];
     c->num_levels = 2, c->channel_mult[0] = v[3], c->channel_mult[1] = v[4];
     c->num_res_blocks = v[5];
     c->num_attn = 1, c->attn_resolutions[0] = v[6];
     c->num_heads = v[7], c->temb_dim = v[8], c->time_dim = v[9];
+    c->num_classes = n == 11 ? v[10] : 0;
     free(v);
 }
 
 static void test_unet(void) {
     UNetConfig c;
-    tiny_config(&c);
+    tiny_config(&c, UNETF);
     check_true("tiny UNet config passes unet_config_check", unet_config_check(&c, "tiny") == 0);
     size_t n;
     int *t = golden_read_int(UNETF, "t", &n);
@@ -300,6 +348,61 @@ static void test_unet(void) {
 
     free(g1), free(v), free(x0), free(noise), free(xt), free(pred), free(vt), free(loss);
     free(t), free(params), free(gref);
+    schedule_free(&s);
+    golden_table_free(&g);
+    diffusion_loss_free(&dl);
+    unet_free(&u);
+}
+
+// The conditional tiny UNet: its table (label_emb after time_embed), loss,
+// output and every gradient on real and null labels. (Its class path is
+// dead, see gen_unet.py: test_time_label and test_unet_s_classes check it.)
+static void test_unet_cond(void) {
+    UNetConfig c;
+    tiny_config(&c, UNET_COND);
+    check_true("conditional tiny UNet config passes unet_config_check",
+               c.num_classes == 3 && unet_config_check(&c, "tiny-cond") == 0);
+    size_t n;
+    int *t = golden_read_int(UNET_COND, "t", &n);
+    int B = (int)n;
+    int *y = golden_read_int(UNET_COND, "y", &n);
+    CHECK((int)n == B);
+    UNet u;
+    unet_init(&u, &c, B);
+    GoldenTable g = golden_table(UNET_COND, "");
+    table_matches(&u.table, &g, "conditional UNet");
+    float *params = read_f(UNET_COND, "", "params", u.table.total);
+    memcpy(u.params, params, u.table.total * sizeof(float));
+    float *gref = read_f(UNET_COND, "", "grads", u.table.total);
+    size_t nl = (size_t)B * c.latent_channels * c.latent_size * c.latent_size;
+    float *x0 = read_f(UNET_COND, "", "x0", nl), *noise = read_f(UNET_COND, "", "noise", nl);
+    float *pred = read_f(UNET_COND, "", "pred", nl), *loss = read_f(UNET_COND, "", "loss", 1);
+    Schedule s;
+    CHECK(schedule_init(&s, 1000, "linear", "test") == 0);
+    DiffusionLoss dl;
+    diffusion_loss_init(&dl, B, nl / B);
+    float l = diffusion_loss_forward_labels(&dl, &u, &s, PRED_EPS, x0, noise, t, y, B);
+    check_close("conditional UNet forward (labels 2, null, 0, null)", dl.pred, pred, nl, 1e-4);
+    check_close("conditional diffusion loss", &l, loss, 1, 1e-4);
+    memset(u.grads, 0, u.table.total * sizeof(float));
+    diffusion_loss_backward(&dl, &u);
+    check_grads("conditional UNet eps-MSE", &u.table, u.grads, gref, 1e-4);
+
+    float *g1 = xmalloc(u.table.total * sizeof(float));
+    float l1, l2;
+    set_threads(1);
+    memset(u.grads, 0, u.table.total * sizeof(float));
+    l1 = diffusion_loss_forward_labels(&dl, &u, &s, PRED_EPS, x0, noise, t, y, B);
+    diffusion_loss_backward(&dl, &u);
+    memcpy(g1, u.grads, u.table.total * sizeof(float));
+    set_threads(2);
+    memset(u.grads, 0, u.table.total * sizeof(float));
+    l2 = diffusion_loss_forward_labels(&dl, &u, &s, PRED_EPS, x0, noise, t, y, B);
+    diffusion_loss_backward(&dl, &u);
+    check_true("conditional loss and grads bit-identical at 1 and 2 threads",
+               l1 == l2 && memcmp(g1, u.grads, u.table.total * sizeof(float)) == 0);
+    free(g1);
+    free(t), free(y), free(params), free(gref), free(x0), free(noise), free(pred), free(loss);
     schedule_free(&s);
     golden_table_free(&g);
     diffusion_loss_free(&dl);
@@ -369,6 +472,22 @@ static void test_unet_s(void) {
     unet_free(&u);
 }
 
+// Every weight random: uniform within the default init's bounds, the
+// zero-init ones and GroupNorm's (around 1 for its scales) included, the
+// class table N(0, 1).
+static void random_weights(UNet *u, Rng *rng) {
+    for (int i = 0; i < u->table.n; i++) {
+        const ParamInfo *p = &u->table.info[i];
+        float b = p->init_bound > 0 ? p->init_bound : 0.5f; // zero-init and GN too
+        rng_uniform_fill(rng, u->params + p->offset, p->size, -b, b);
+        if (p->init_bound < 0)
+            for (size_t j = 0; j < p->size; j++) u->params[p->offset + j] += 1.0f;
+    }
+    if (u->cfg.num_classes)
+        rng_normal_fill(rng, u->params + u->te.classes,
+                        (size_t)(u->cfg.num_classes + 1) * u->cfg.temb_dim);
+}
+
 // The narrow golden model has C <= 32 everywhere, so its time path is dead
 // (see check_grads). unet-s has two or more channels a group everywhere: check
 // its time-path and bias gradients (accumulated over every ResBlock) against
@@ -380,13 +499,7 @@ static void test_unet_s_time_path(void) {
     unet_init(&u, &c, 1);
     Rng rng;
     rng_init(&rng, 11);
-    for (int i = 0; i < u.table.n; i++) {
-        const ParamInfo *p = &u.table.info[i];
-        float b = p->init_bound > 0 ? p->init_bound : 0.5f; // zero-init and GN too
-        rng_uniform_fill(&rng, u.params + p->offset, p->size, -b, b);
-        if (p->init_bound < 0)
-            for (size_t j = 0; j < p->size; j++) u.params[p->offset + j] += 1.0f;
-    }
+    random_weights(&u, &rng);
     size_t nl = 4 * 8 * 8;
     float *x0 = xmalloc(nl * sizeof(float)), *noise = xmalloc(nl * sizeof(float));
     rng_normal_fill(&rng, x0, nl);
@@ -449,13 +562,132 @@ static void test_unet_s_time_path(void) {
     unet_free(&u);
 }
 
+// unet-s with 10 classes: the table's place and init, what the labels do to
+// the output, and the class rows' gradients against central finite
+// differences of the whole model's loss (unet-s has two or more channels a
+// GroupNorm group, so the class path is live, unlike in the tiny goldens).
+static void test_unet_s_classes(void) {
+    const int K = 10;
+    UNetConfig c, c0;
+    unet_config_default(&c0);
+    c = c0;
+    c.num_classes = K;
+    check_true("unet-s with 10 classes passes unet_config_check", unet_config_check(&c, "cond") == 0);
+    UNetConfig bad = c;
+    bad.num_classes = -1;
+    check_true("a negative class count rejected", unet_config_check(&bad, "bad") < 0);
+    bad.num_classes = UNET_MAX_CLASSES + 1;
+    check_true("more than UNET_MAX_CLASSES classes rejected", unet_config_check(&bad, "bad") < 0);
+
+    UNet u, u0;
+    unet_init(&u, &c, 2);
+    unet_init(&u0, &c0, 1);
+    int ti = params_find(&u.table, "label_emb.weight");
+    const ParamInfo *tab = ti >= 0 ? &u.table.info[ti] : NULL;
+    check_true("label_emb.weight (11, 256) follows time_embed.2.bias (the mirror's order)",
+               tab && ti == params_find(&u.table, "time_embed.2.bias") + 1 &&
+               tab->ndim == 2 && tab->shape[0] == K + 1 && tab->shape[1] == 256 &&
+               u.table.total == u0.table.total + (size_t)(K + 1) * 256);
+
+    // Init: unconditional, unet_init_values is params_init_values; the class
+    // table is drawn last, so every other tensor gets the unconditional values.
+    Rng r1, r2;
+    rng_init(&r1, 5), rng_init(&r2, 5);
+    unet_init_values(&u0, &r1);
+    float *ref = xmalloc(u0.table.total * sizeof(float));
+    params_init_values(&u0.table, ref, &r2);
+    check_true("unconditional unet_init_values == params_init_values",
+               memcmp(ref, u0.params, u0.table.total * sizeof(float)) == 0);
+    rng_init(&r1, 5);
+    unet_init_values(&u, &r1);
+    int same = 1;
+    for (int i = 0; i < u0.table.n; i++) {
+        const ParamInfo *p = &u0.table.info[i];
+        const ParamInfo *q = &u.table.info[params_find(&u.table, p->name)];
+        same &= memcmp(u0.params + p->offset, u.params + q->offset, p->size * sizeof(float)) == 0;
+    }
+    double sum = 0, sq = 0;
+    for (size_t j = 0; j < tab->size; j++) {
+        double v = u.params[tab->offset + j];
+        sum += v, sq += v * v;
+    }
+    double mean = sum / tab->size, sd = sqrt(sq / tab->size - mean * mean);
+    char msg[200];
+    snprintf(msg, sizeof msg, "class table init N(0, 1): mean %.3f, std %.3f over %zu values; "
+             "the other tensors as unconditional", mean, sd, tab->size);
+    check_true(msg, fabs(mean) < 0.1 && fabs(sd - 1) < 0.1 && same);
+    free(ref);
+    unet_free(&u0);
+
+    Rng rng;
+    rng_init(&rng, 13);
+    random_weights(&u, &rng);
+    size_t nl = 4 * 8 * 8;
+    float *x = xmalloc(2 * nl * sizeof(float)), *noise = xmalloc(2 * nl * sizeof(float));
+    float *o1 = xmalloc(2 * nl * sizeof(float)), *o2 = xmalloc(2 * nl * sizeof(float));
+    rng_normal_fill(&rng, x, nl);
+    memcpy(x + nl, x, nl * sizeof(float)); // two copies of one latent
+    rng_normal_fill(&rng, noise, 2 * nl);
+    int t[2] = {321, 321}, y[2] = {3, 7}, ynull[2] = {K, K};
+    unet_forward(&u, o1, x, t, y, 2);
+    check_true("two labels give two outputs for one x and t",
+               memcmp(o1, o1 + nl, nl * sizeof(float)) != 0);
+    unet_forward(&u, o1, x, t, NULL, 2);
+    unet_forward(&u, o2, x, t, ynull, 2);
+    check_true("no labels on a conditional UNet = the null class, bit for bit",
+               memcmp(o1, o2, 2 * nl * sizeof(float)) == 0);
+
+    // Labels 3 and the null class: their rows against finite differences,
+    // every other row exactly zero.
+    Schedule s;
+    CHECK(schedule_init(&s, 1000, "linear", "test") == 0);
+    DiffusionLoss dl;
+    diffusion_loss_init(&dl, 2, nl);
+    int yl[2] = {3, K};
+    memset(u.grads, 0, u.table.total * sizeof(float));
+    diffusion_loss_forward_labels(&dl, &u, &s, PRED_EPS, x, noise, t, yl, 2);
+    diffusion_loss_backward(&dl, &u);
+    int others_zero = 1;
+    for (int k = 0; k <= K; k++)
+        for (int j = 0; k != 3 && k != K && j < 256; j++)
+            others_zero &= u.grads[tab->offset + (size_t)k * 256 + j] == 0.0f;
+    check_true("class rows of labels not in the batch get no gradient", others_zero);
+    double worst = 0;
+    for (int k = 0; k < 2; k++) {
+        size_t row = tab->offset + (size_t)yl[k] * 256, best = row;
+        for (size_t j = row; j < row + 256; j++)
+            if (fabsf(u.grads[j]) > fabsf(u.grads[best])) best = j;
+        float keep = u.params[best], h = 1e-2f;
+        u.params[best] = keep + h;
+        double lp = diffusion_loss_forward_labels(&dl, &u, &s, PRED_EPS, x, noise, t, yl, 2);
+        u.params[best] = keep - h;
+        double lm = diffusion_loss_forward_labels(&dl, &u, &s, PRED_EPS, x, noise, t, yl, 2);
+        u.params[best] = keep;
+        double fd = (lp - lm) / (2.0 * (double)h), g = u.grads[best];
+        printf("     label_emb row %-2d analytic %.6g  finite difference %.6g\n", yl[k], g, fd);
+        double rel = fabs(fd - g) / fmax(fabs(g), 1e-30);
+        if (!(rel <= worst)) worst = rel;
+        CHECK(fabs(g) > 0);
+    }
+    snprintf(msg, sizeof msg, "unet-s class rows (label 3, null) vs finite differences: worst "
+             "rel %.3g (tol 5e-3)", worst);
+    check_true(msg, worst <= 5e-3);
+    free(x), free(noise), free(o1), free(o2);
+    schedule_free(&s);
+    diffusion_loss_free(&dl);
+    unet_free(&u);
+}
+
 int main(void) {
     test_resblock();
     test_attn("attn");
     test_attn("attn2");
     test_time_embed();
+    test_time_label();
     test_unet();
+    test_unet_cond();
     test_unet_s();
     test_unet_s_time_path();
+    test_unet_s_classes();
     return test_summary("test_unet");
 }

@@ -270,7 +270,8 @@ static void ddim_bench_free(DdimBench *b) {
 static void ddim_step(void *ctx) {
     DdimBench *b = ctx;
     rng_normal_fill(&b->rng, b->z, b->B * b->ln);
-    CHECK(ddim_sample(&b->u, &b->s, b->z, b->B, DDIM_STEPS, 0.0f, PRED_EPS, &b->rng) == 0);
+    SampleSpec sp = sample_spec(SAMPLER_DDIM, DDIM_STEPS, PRED_EPS);
+    CHECK(sample_run(&b->u, &b->s, b->z, b->B, &sp, &b->rng) == 0);
     const float scale = 1.0f; // a cache's scale factor; sampling divides by it
     for (size_t j = 0; j < b->B * b->ln; j++) b->z[j] /= scale;
     vae_decode(&b->v, b->x, b->z, b->B);

@@ -1,7 +1,10 @@
-// ldm-sample: draws latents with the UNet (DDIM or DDPM), divides them by the
-// cache's scale factor, decodes them with the VAE and writes PNGs.
+// ldm-sample: draws latents with the UNet (DDIM, DDPM, DPM-Solver++(2M) or
+// Euler-ancestral; on a class-conditional UNet for a class, or one row per
+// class, with classifier-free guidance), divides them by the cache's scale
+// factor, decodes them with the VAE and writes PNGs.
 #include <errno.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -55,20 +58,48 @@ static int write_pngs(const char *dir, const float *x, int first, int b, int C, 
     return rc;
 }
 
+// --class: "all" (-1), a class number or a class name of `names` (the
+// checkpoint's CLASS_NAMES_ATTR, "" when it has none). -2 with a message when
+// it is none of these.
+static int parse_class(const char *v, int K, const char *names, const char *unet_path) {
+    if (!strcmp(v, "all")) return -1;
+    char *end;
+    errno = 0;
+    long y = strtol(v, &end, 10);
+    if (end != v && !*end) {
+        if (!errno && y >= 0 && y < K) return (int)y;
+        return errorf("ldm-sample: --class %s is out of range: %s has classes 0..%d", v,
+                      unet_path, K - 1), -2;
+    }
+    char name[ATTR_STR_MAX];
+    for (int k = 0; k < K; k++) {
+        class_name_get(name, sizeof name, names, k);
+        if (name[0] && !strcmp(name, v)) return k;
+    }
+    return errorf("ldm-sample: --class '%s' is neither 'all', a class number 0..%d nor a class "
+                  "name of %s", v, K - 1, unet_path), -2;
+}
+
 int main(int argc, char **argv) {
     tool_process_init();
     const char *unet_path = NULL, *vae_path = NULL, *sampler = "ddim", *weights = "ema";
-    const char *out = NULL, *out_dir = NULL;
+    const char *out = NULL, *out_dir = NULL, *class_arg = NULL;
     int n = 64, batch = 64, steps = 50, seed = 0, threads = default_threads();
-    double eta = 0.0;
+    double eta = 0.0, guidance = 1.0;
     Opt opts[] = {
         {"--unet", OPT_STR, &unet_path, "UNet checkpoint from ldm-train"},
         {"--vae", OPT_STR, &vae_path, "the VAE the UNet's latents came from"},
-        {"--n", OPT_INT, &n, "images to draw", .lo = 1, .hi = 1 << 30},
+        {"--n", OPT_INT, &n, "images to draw (with --class all: per class)", .lo = 1, .hi = 1 << 30},
         {"--batch", OPT_INT, &batch, "images sampled at once", .lo = 1, .hi = 1 << 16},
-        {"--sampler", OPT_STR, &sampler, "ddim or ddpm (DDPM takes all T steps)"},
-        {"--steps", OPT_INT, &steps, "DDIM steps", .lo = 1, .hi = 100000},
+        {"--sampler", OPT_STR, &sampler, "ddim, ddpm (all T steps), dpmpp2m (DPM-Solver++(2M), "
+         "deterministic, made for 10-20 steps) or euler_a (Euler-ancestral)"},
+        {"--steps", OPT_INT, &steps, "steps of ddim, dpmpp2m and euler_a", .lo = 1, .hi = 100000},
         {"--eta", OPT_FLOAT, &eta, "DDIM eta (0: deterministic)", .hi = 100},
+        {"--class", OPT_STR, &class_arg, "class-conditional UNet: a class (number or name) or "
+         "'all' (a grid row per class; --n per class); without it the null class (unconditional)"},
+        {"--guidance", OPT_FLOAT, &guidance, "classifier-free guidance scale w with --class: "
+         "eps = eps(null) + w (eps(class) - eps(null)); 1: the conditional model, 0: the "
+         "unconditional one; any other w batches both passes (twice the batch)", .lo = 0, .hi = 1000},
         {"--weights", OPT_STR, &weights, "ema or raw"},
         {"--seed", OPT_INT, &seed, "random seed", .hi = INT_MAX},
         {"--out", OPT_STR, &out, "grid PNG (default samples.png when no --out-dir)"},
@@ -81,8 +112,8 @@ int main(int argc, char **argv) {
     if (!unet_path || !vae_path) return errorf("ldm-sample: --unet and --vae are required (see --help)"), 2;
     if (n < 1) return errorf("ldm-sample: --n must be at least 1 (got %d)", n), 2;
     if (batch < 1 || threads < 1) return errorf("ldm-sample: --batch and --threads must be positive"), 2;
-    int ddpm = !strcmp(sampler, "ddpm");
-    if (!ddpm && strcmp(sampler, "ddim")) return errorf("ldm-sample: --sampler must be ddim or ddpm, not '%s'", sampler), 2;
+    int kind = sampler_from_name(sampler, "ldm-sample: --sampler");
+    if (kind < 0) return 2;
     if (strcmp(weights, "ema") && strcmp(weights, "raw"))
         return errorf("ldm-sample: --weights must be ema or raw, not '%s'", weights), 2;
     if (!(eta >= 0)) return errorf("ldm-sample: --eta must be >= 0"), 2;
@@ -90,6 +121,7 @@ int main(int argc, char **argv) {
     if (out && n > GRID_MAX_IMAGES)
         return errorf("ldm-sample: --n %d: a grid (--out) holds at most %d images; use --out-dir "
                       "for one PNG per image", n, GRID_MAX_IMAGES), 2;
+    if (!(guidance >= 0)) return errorf("ldm-sample: --guidance must be >= 0"), 2;
     const PathArg inputs[] = {{"--unet", unet_path}, {"--vae", vae_path}};
     if ((out && check_output_path((PathArg){"--out", out}, OUT_FILE, inputs, 2)) ||
         (out_dir && check_output_path((PathArg){"--out-dir", out_dir}, OUT_DIR, inputs, 2)))
@@ -99,102 +131,96 @@ int main(int argc, char **argv) {
     h5_quiet();
 
     if (batch > n) batch = n;
-    UNet u;
-    Attrs *a = xcalloc(1, sizeof *a); // large: not on the stack
-    if (unet_load(&u, unet_path, !strcmp(weights, "ema") ? "ema" : "model", batch, a)) return 1;
-    int T;
-    double scale;
-    char sched_kind[ATTR_STR_MAX], pred_name[ATTR_STR_MAX], hash[17];
-    const AttrSpec spec[] = {
-        {"T", SPEC_INT, 1, 100000, &T, 0},
-        {"scale_factor", SPEC_DOUBLE, 0, SCALE_FACTOR_MAX, &scale, SPEC_GT_LO},
-        {"schedule", SPEC_STR, 1, ATTR_STR_MAX - 1, sched_kind, 0},
-        {"prediction", SPEC_STR, 1, ATTR_STR_MAX - 1, pred_name, 0},
-        {"vae_hash", SPEC_STR, 16, 16, hash, 0},
-    };
-    int bad = attrs_read_specs(a, unet_path, spec, (int)(sizeof spec / sizeof *spec));
-    free(a);
-    if (bad) return 1;
-    int pred = prediction_from_name(pred_name, unet_path);
-    if (pred < 0) return 1;
-    if (!ddpm && (steps < 1 || steps > T))
-        return errorf("ldm-sample: --steps %d must be in [1, T = %d] for DDIM", steps, T), 2;
-    Schedule sched;
-    if (schedule_init(&sched, T, sched_kind, unet_path)) return 1;
-
-    Vae vae;
-    if (vae_load(&vae, vae_path, batch, NULL)) return 1;
-    char vh[17];
-    vae_hash_of(vh, &vae);
-    int h = vae_latent_size(&vae.cfg);
-    if (vae.cfg.latent_channels != u.cfg.latent_channels || h != u.cfg.latent_size)
-        return errorf("%s: the UNet draws latents (%d, %d, %d) but the VAE %s decodes (%d, %d, %d)",
-                      unet_path, u.cfg.latent_channels, u.cfg.latent_size, u.cfg.latent_size,
-                      vae_path, vae.cfg.latent_channels, h, h), 1;
-    if (strcmp(vh, hash))
-        return errorf("%s: trained on latents of the VAE with hash %s, but %s has hash %s",
-                      unet_path, hash, vae_path, vh), 1;
-
-    const int C = vae.cfg.in_channels, S = vae.cfg.image_size;
-    size_t ln = (size_t)u.cfg.latent_channels * h * h, img = (size_t)C * S * S;
+    // A guided step runs the conditional and the null pass as one batch.
+    int guided = class_arg && guidance != 1.0 && guidance != 0.0;
+    SampleModel m;
+    if (sample_model_load(&m, unet_path, !strcmp(weights, "ema") ? "ema" : "model",
+                          guided ? 2 * batch : batch))
+        return 1;
+    const int T = m.T, K = m.u.cfg.num_classes;
+    if (kind != SAMPLER_DDPM && (steps < 1 || steps > T))
+        return errorf("ldm-sample: --steps %d must be in [1, T = %d] for %s", steps, T, sampler), 2;
+    int cls = -3; // -3: no --class (the null class on a conditional UNet), -1: all
+    if (class_arg) {
+        if (K == 0)
+            return errorf("ldm-sample: --class: %s is an unconditional UNet (trained without "
+                          "--num-classes)", unet_path), 2;
+        if ((cls = parse_class(class_arg, K, m.class_names, unet_path)) == -2) return 2;
+    } else if (args_given(opts, no, "--guidance")) {
+        warnf("ldm-sample: --guidance without --class has no effect");
+    }
+    if (class_arg && guidance != 1.0 && m.no_dropout)
+        warnf("ldm-sample: %s was trained without label dropout (p_uncond 0): its null class "
+              "was never learnt, so guidance %g mixes in an untrained prediction", unet_path,
+              guidance);
+    if (sample_model_load_vae(&m, unet_path, vae_path, batch)) return 1;
+    const int rows = cls == -1 ? K : 1; // --class all: a grid row per class
+    const int C = m.v.cfg.in_channels, S = m.v.cfg.image_size;
+    const int total = rows * n; // images in all
+    if (out && total > GRID_MAX_IMAGES)
+        return errorf("ldm-sample: --class all --n %d: a grid (--out) of %d classes holds at most "
+                      "%d images a class; use --out-dir for one PNG per image", n, K,
+                      GRID_MAX_IMAGES / K), 2;
+    size_t img = (size_t)C * S * S;
     // One batch at a time: --out-dir writes each batch's PNGs as it goes, the
     // grid keeps its (at most GRID_MAX_IMAGES) images for the end.
-    float *z = xmalloc(((size_t)batch * ln + 1) * sizeof(float));             // (batch, Z, h, w) + 1
-    float *x = xmalloc((size_t)(out ? n : batch) * img * sizeof(float)); // (n or batch, C, S, S)
-    Rng rng;
-    rng_init(&rng, (uint64_t)seed);
-    fprintf(stderr, "ldm-sample: %d images, %s %d steps, %s weights, %d threads\n", n,
-            ddpm ? "DDPM" : "DDIM", ddpm ? T : steps, weights, threads);
+    float *x = xmalloc((size_t)(out ? total : batch) * img * sizeof(float)); // (total or batch, C, S, S)
+    int *labels = xmalloc((size_t)batch * sizeof *labels);                   // (batch)
+    SampleSpec sp = sample_spec((SamplerKind)kind, steps, m.prediction);
+    sp.eta = (float)eta;
+    sp.guidance = class_arg ? (float)guidance : 1.0f; // without labels w has no effect
+    Generator gen;
+    generator_init(&gen, &m.u, &m.v, &m.sched, sp, m.scale, batch, unet_path, vae_path);
+    char what[96] = "";
+    if (cls == -1)
+        snprintf(what, sizeof what, ", every class (%d rows), guidance %g", K, guidance);
+    else if (class_arg)
+        snprintf(what, sizeof what, ", class %d, guidance %g", cls, guidance);
+    else if (K)
+        snprintf(what, sizeof what, ", the null class (no --class)");
+    fprintf(stderr, "ldm-sample: %d images, %s %d steps%s, %s weights, %d threads\n", total,
+            sampler, kind == SAMPLER_DDPM ? T : steps, what, weights, threads);
     interrupt_install();
     Progress prog;
     progress_init(&prog, 0);
     int nb = (n + batch - 1) / batch;
-    for (int i0 = 0, bi = 0; i0 < n; i0 += batch, bi++) {
-        if (interrupted()) {
-            progress_end(&prog);
-            if (out_dir && i0 > 0)
-                return errorf("ldm-sample: interrupted; %d images written into %s", i0, out_dir), 130;
-            return errorf("ldm-sample: interrupted; nothing written"), 130;
+    // --class all: each row repeats the same x_T and step noise under another
+    // class, so a column shows one draw across the classes.
+    for (int row = 0; row < rows; row++) {
+        int c = cls == -1 ? row : cls;
+        char parts[ATTR_STR_MAX + 32] = "sampling", name[ATTR_STR_MAX];
+        if (class_arg) {
+            class_name_get(name, sizeof name, m.class_names, c);
+            snprintf(parts, sizeof parts, name[0] ? "class %d (%s)" : "class %d", c, name);
         }
-        int b = n - i0 < batch ? n - i0 : batch;
-        // x_T of image i is values [i ln, (i + 1) ln) of one stream over all
-        // n images, so it depends on neither --batch nor --n. Box-Muller
-        // draws values in pairs: an odd start is the second of a pair, drawn
-        // from the pair's first value on into z[0], one place early.
-        uint64_t first = (uint64_t)i0 * ln;
-        Rng xr = rng;
-        xr.counter = first & ~(uint64_t)1;
-        rng_normal_fill(&xr, z, (size_t)b * ln + (first & 1));
-        float *zb = z + (first & 1);
-        Rng r = rng_derive(&rng, (uint64_t)bi); // per-batch step noise
-        int src = ddpm ? ddpm_sample(&u, &sched, zb, b, pred, &r)
-                       : ddim_sample(&u, &sched, zb, b, steps, (float)eta, pred, &r);
-        if (src) return 1;
-        // Broken weights (finite but huge) or a broken scale factor make NaN
-        // or infinity here, which would write black images.
-        if (first_nonfinite(zb, b * ln) < b * ln)
-            return errorf("%s: the latents sampled for images %d..%d are not finite (broken "
-                          "weights or scale factor?)", unet_path, i0, i0 + b - 1), 1;
-        for (size_t j = 0; j < b * ln; j++) zb[j] = (float)(zb[j] / scale);
-        float *xb = out ? x + (size_t)i0 * img : x;
-        vae_decode(&vae, xb, zb, b);
-        if (first_nonfinite(xb, b * img) < b * img)
-            return errorf("%s: decoding the latents of images %d..%d gives values that are not "
-                          "finite (broken weights?)", vae_path, i0, i0 + b - 1), 1;
-        if (out_dir && write_pngs(out_dir, xb, i0, b, C, S)) return 1;
-        progress_print(&prog, bi + 1, nb, i0 + b, "sampling", -1, bi + 1 == nb);
+        for (int b = 0; b < batch; b++) labels[b] = c;
+        for (int i0 = 0, bi = 0; i0 < n; i0 += batch, bi++) {
+            int g0 = row * n + i0; // the first image's index over all rows
+            if (interrupted()) {
+                progress_end(&prog);
+                if (out_dir && g0 > 0)
+                    return errorf("ldm-sample: interrupted; %d images written into %s", g0, out_dir), 130;
+                return errorf("ldm-sample: interrupted; nothing written"), 130;
+            }
+            int b = n - i0 < batch ? n - i0 : batch;
+            float *xb = out ? x + (size_t)g0 * img : x;
+            if (generator_run(&gen, xb, i0, b, bi, class_arg ? labels : NULL, (uint64_t)seed))
+                return 1;
+            if (out_dir && write_pngs(out_dir, xb, g0, b, C, S)) return 1;
+            progress_print(&prog, row * nb + bi + 1, rows * nb, g0 + b, parts, -1,
+                           row * nb + bi + 1 == rows * nb);
+        }
     }
     progress_end(&prog);
     if (out) {
         int cols = 1;
-        while (cols * cols < n) cols++;
-        if (png_write_grid(out, x, n, C, S, S, cols)) return 1;
+        while (cols * cols < total) cols++;
+        if (png_write_grid(out, x, total, C, S, S, rows > 1 ? n : cols)) return 1;
         fprintf(stderr, "ldm-sample: wrote %s\n", out);
     }
-    if (out_dir) fprintf(stderr, "ldm-sample: wrote %d PNGs into %s\n", n, out_dir);
-    free(z), free(x);
-    unet_free(&u);
-    vae_free(&vae);
-    schedule_free(&sched);
+    if (out_dir) fprintf(stderr, "ldm-sample: wrote %d PNGs into %s\n", total, out_dir);
+    free(x), free(labels);
+    generator_free(&gen);
+    sample_model_free(&m);
     return 0;
 }

@@ -7,6 +7,11 @@
 // the step before computes (latent_stream.h); --in-memory reads the whole
 // cache first. The items and draws of a step depend on (seed, step) alone,
 // so both give bit-identical checkpoints.
+//
+// --num-classes K trains the class-conditional UNet of the spec on the
+// cache's labels (all in 0..K-1), each replaced by the null class K with
+// probability --p-uncond (label dropout, for classifier-free guidance). The
+// held-out loss uses the true labels.
 #include <limits.h>
 #include <math.h>
 #include <string.h>
@@ -30,8 +35,8 @@
 
 typedef struct {
     const char *latents, *vae_path, *schedule_name, *prediction_name, *mult, *attn;
-    double ema_decay;
-    int base_channels, num_res_blocks, heads, sample_every, in_memory;
+    double ema_decay, p_uncond;
+    int base_channels, num_res_blocks, heads, sample_every, in_memory, num_classes;
     Trainer tr;
     LatentCache cache;
     LatentStream stream;
@@ -43,9 +48,12 @@ typedef struct {
     Vae vae;
     float *m, *v, *ema;           // (P) AdamW moments, EMA weights
     float *all_mean, *all_logvar; // (N, Z, h, w) each, --in-memory only
+    int32_t *all_labels;          // (N) --in-memory with classes only
     float *held_mean, *held_logvar; // (nheld, Z, h, w) each
+    int32_t *held_labels;         // (nheld) with classes only
     float *x0, *noise;            // (B, Z, h, w) each
     int *t;                       // (B)
+    int *y;                       // (B) labels after dropout, with classes
     size_t ln;                    // Z * h * w
     AdamConfig adamw;
 } LdmRun;
@@ -64,27 +72,46 @@ static void draw_latents(float *x0, const float *mean, const float *logvar, cons
     }
 }
 
-// The loss on B items whose x0, noise and t are drawn from r.
+// The loss on B items whose x0, noise and t are drawn from r; y (B) their
+// class labels on a conditional UNet, else NULL.
 static float loss_forward(LdmRun *r, const float *mean, const float *logvar, const int *idx,
-                          int B, Rng *rng) {
+                          const int *y, int B, Rng *rng) {
     draw_latents(r->x0, mean, logvar, idx, B, r->ln, r->cache.scale_factor, rng, r->noise);
     rng_normal_fill(rng, r->noise, B * r->ln);
     for (int i = 0; i < B; i++) r->t[i] = (int)rng_below(rng, T_STEPS);
-    return diffusion_loss_forward(&r->loss, &r->u, &r->sched, r->prediction, r->x0, r->noise,
-                                  r->t, B);
+    return diffusion_loss_forward_labels(&r->loss, &r->u, &r->sched, r->prediction, r->x0,
+                                         r->noise, r->t, y, B);
+}
+
+// The key, under the step's stream, of the label dropout draws: value i of
+// that stream decides item i of the batch, so the draws depend on (seed,
+// step, place in the batch) alone and leave the step's other draws as they
+// are.
+#define LABEL_DROP_STREAM 1
+
+// r->y = the labels of the step's B items (item i: lab[idx ? idx[i] : i]),
+// each replaced by the null class with probability p_uncond.
+static void drop_labels(LdmRun *r, const int32_t *lab, const int *idx, int B, const Rng *step) {
+    Rng drop = rng_derive(step, LABEL_DROP_STREAM);
+    for (int i = 0; i < B; i++) {
+        int y = lab[idx ? idx[i] : i];
+        r->y[i] = rng_uniform(&drop) < (float)r->p_uncond ? r->num_classes : y;
+    }
 }
 
 static int ldm_step(void *p, long step, Batch cur, Batch next, Metrics *m) {
     LdmRun *r = p;
     const float *mean = r->all_mean, *logvar = r->all_logvar;
+    const int32_t *lab = r->all_labels;
     const int *idx = cur.idx;
     if (!r->in_memory) {
-        if (latent_stream_get(&r->stream, cur.idx, cur.n, &mean, &logvar)) return -1;
+        if (latent_stream_get(&r->stream, cur.idx, cur.n, &mean, &logvar, &lab)) return -1;
         idx = NULL;
         if (next.n) latent_stream_request(&r->stream, next.idx, next.n);
     }
     Rng rng = run_stream((uint64_t)r->tr.seed, STREAM_STEP, (uint64_t)step);
-    float loss = loss_forward(r, mean, logvar, idx, cur.n, &rng);
+    if (r->num_classes) drop_labels(r, lab, idx, cur.n, &rng);
+    float loss = loss_forward(r, mean, logvar, idx, r->num_classes ? r->y : NULL, cur.n, &rng);
     size_t P = r->u.table.total;
     memset(r->u.grads, 0, P * sizeof(float));
     diffusion_loss_backward(&r->loss, &r->u);
@@ -106,7 +133,8 @@ static int ldm_evaluate(void *p, long step, Metrics *m) {
     for (int i0 = 0; i0 < n; i0 += B) {
         int b = n - i0 < B ? n - i0 : B;
         sum += (double)loss_forward(r, r->held_mean + i0 * r->ln, r->held_logvar + i0 * r->ln,
-                                    NULL, b, &rng) * b;
+                                    NULL, r->num_classes ? r->held_labels + i0 : NULL, b,
+                                    &rng) * b;
     }
     metrics_add(m, "heldout_loss", sum / n);
     snprintf(m->text, sizeof m->text, "held-out loss %.4f (%d latents)", sum / n, n);
@@ -114,7 +142,8 @@ static int ldm_evaluate(void *p, long step, Metrics *m) {
 }
 
 // A DDIM-50 grid from the EMA weights, from its own stream (the same noise
-// every time, so grids of one run compare), decoded with the VAE.
+// every time, so grids of one run compare), decoded with the VAE. A
+// conditional UNet draws the null class (unguided).
 static int ldm_sample_grid(void *p, long step) {
     LdmRun *r = p;
     UNet *u = &r->u;
@@ -156,6 +185,14 @@ static int ldm_save(void *p, const char *path, const Attrs *loop) {
     attrs_set_int(&a, "image_size", r->cache.image_size);
     attrs_set_int(&a, "in_channels", r->cache.in_channels);
     attrs_set_int(&a, "cache_items", r->cache.N);
+    if (r->num_classes) {
+        attrs_set_double(&a, "p_uncond", r->p_uncond);
+        // For ldm-sample to show the classes without the cache (it fits: it
+        // was read from an attribute).
+        if (r->cache.class_names[0] &&
+            attrs_set_str(&a, CLASS_NAMES_ATTR, r->cache.class_names))
+            return -1;
+    }
     if (attrs_set_str(&a, "latents", r->latents)) return -1;
     CkptBuffers b = {r->u.params, r->m, r->v, r->ema};
     return ckpt_write(path, &r->u.table, b, &a);
@@ -178,22 +215,73 @@ static int check_same_cache(const LdmRun *r, const Attrs *a) {
     return 0;
 }
 
-// Reads items [start, start + n) of the cache into mean, logvar, in blocks.
-static int read_range(LatentCache *c, int64_t start, int64_t n, float *mean, float *logvar) {
+// Reads items [start, start + n) of the cache into mean, logvar and labels
+// (NULL: not read), in blocks.
+static int read_range(LatentCache *c, int64_t start, int64_t n, float *mean, float *logvar,
+                      int32_t *labels) {
     size_t ln = (size_t)c->Z * c->h * c->w;
     for (int64_t i0 = 0; i0 < n; i0 += 4096) {
         int b = (int)(n - i0 < 4096 ? n - i0 : 4096);
-        if (latent_cache_read(c, start + i0, b, mean + i0 * ln, logvar + i0 * ln, NULL))
+        if (latent_cache_read(c, start + i0, b, mean + i0 * ln, logvar + i0 * ln,
+                              labels ? labels + i0 : NULL))
             return -1;
     }
     return 0;
+}
+
+// The conditional settings on --resume. Not Opt.attr: num_classes and
+// p_uncond are absent from unconditional checkpoints (those written before
+// classes existed too), where they mean an unconditional run.
+static int resume_classes(LdmRun *r, const Attrs *ck) {
+    const char *path = r->tr.out;
+    int k = 0;
+    double p = 0;
+    const AttrSpec ks = {"num_classes", SPEC_INT, 0, UNET_MAX_CLASSES, &k, SPEC_OPTIONAL};
+    const AttrSpec ps = {"p_uncond", SPEC_DOUBLE, 0, 1, &p, 0};
+    if (attrs_read_specs(ck, path, &ks, 1) || (k && attrs_read_specs(ck, path, &ps, 1)))
+        return -1;
+    if (trainer_given(&r->tr, "--num-classes") && r->num_classes != k)
+        return errorf("--num-classes %d contradicts the checkpoint %s (%d); drop the flag to "
+                      "use the checkpoint's value", r->num_classes, path, k);
+    if (k && trainer_given(&r->tr, "--p-uncond") && (float)r->p_uncond != (float)p)
+        return errorf("--p-uncond %g contradicts the checkpoint %s (%g); drop the flag to use "
+                      "the checkpoint's value", r->p_uncond, path, p);
+    r->num_classes = k;
+    if (k) r->p_uncond = p;
+    return 0;
+}
+
+// The cache's labels for K classes: present, all in 0..K-1 (read in blocks,
+// whatever the cache's size), and as many classes as it names, if it does.
+static int check_labels(LatentCache *c, int K) {
+    if (c->dlabels < 0)
+        return errorf("%s: the cache has no labels, which --num-classes %d needs (vae-encode "
+                      "writes them for a labelled source: an IDX file with its labels file, or "
+                      "a folder of class sub-folders)", c->path, K);
+    int named = class_names_count(c->class_names);
+    if (named && named != K)
+        return errorf("%s: the cache names %d classes, not the %d of --num-classes", c->path,
+                      named, K);
+    enum { BLOCK = 65536 };
+    int32_t *lab = xmalloc(BLOCK * sizeof *lab);
+    int rc = 0;
+    for (int64_t i0 = 0; i0 < c->N && rc == 0; i0 += BLOCK) {
+        int b = (int)(c->N - i0 < BLOCK ? c->N - i0 : BLOCK);
+        rc = latent_cache_read(c, i0, b, NULL, NULL, lab);
+        for (int i = 0; i < b && rc == 0; i++)
+            if (lab[i] < 0 || lab[i] >= K)
+                rc = errorf("%s: item %lld has label %d, outside 0..%d (--num-classes %d)",
+                            c->path, (long long)(i0 + i), lab[i], K - 1, K);
+    }
+    free(lab);
+    return rc;
 }
 
 int main(int argc, char **argv) {
     tool_process_init();
     static LdmRun r = {.schedule_name = "linear", .prediction_name = "eps", .mult = "1,2",
                        .attn = "4", .ema_decay = 0.999, .base_channels = 64,
-                       .num_res_blocks = 2, .heads = 1};
+                       .num_res_blocks = 2, .heads = 1, .p_uncond = 0.1};
     Trainer *t = &r.tr;
     trainer_init(t);
     t->lr = 2e-4, t->ckpt_every = 1000, t->eval_every = 500;
@@ -210,6 +298,8 @@ int main(int argc, char **argv) {
         {"--heads", OPT_INT, &r.heads, "attention heads", .attr = "num_heads", .lo = 1, .hi = 1024},
         {"--sample-every", OPT_INT, &r.sample_every, "steps between sample grids (needs --vae)", .hi = 1 << 30},
         {"--vae", OPT_STR, &r.vae_path, "the VAE that made the cache, to decode sample grids"},
+        {"--num-classes", OPT_INT, &r.num_classes, "K > 0: a class-conditional UNet on the cache's labels, which must lie in 0..K-1 (0: unconditional)", .lo = 0, .hi = UNET_MAX_CLASSES},
+        {"--p-uncond", OPT_FLOAT, &r.p_uncond, "with --num-classes: probability that a training label is replaced by the null class (for classifier-free guidance)", .lo = 0, .hi = 1},
     };
     int rc = trainer_parse(t, argc, argv, own, sizeof own / sizeof *own,
                            "--latents latents.h5 --out unet.h5 [options]");
@@ -221,16 +311,22 @@ int main(int argc, char **argv) {
     h5_quiet();
     static Attrs ck; // large: not on the stack
     if (trainer_resume(t, "unet", &ck)) return 1;
+    if (t->resuming && resume_classes(&r, &ck)) return 1;
+    if (!r.num_classes && trainer_given(t, "--p-uncond"))
+        return errorf("ldm-train: --p-uncond needs a class-conditional run (--num-classes)"),
+               t->resuming ? 1 : 2;
 
     LatentCache *c = &r.cache;
     if (latent_cache_open(c, r.latents)) return 1;
     if (c->h != c->w) return errorf("%s: latents are not square (%dx%d)", r.latents, c->h, c->w), 1;
     if (t->resuming && check_same_cache(&r, &ck)) return 1;
+    if (r.num_classes && check_labels(c, r.num_classes)) return 1;
     UNetConfig *cfg = &r.cfg;
     unet_config_default(cfg);
     cfg->latent_channels = c->Z, cfg->latent_size = c->h;
     cfg->base_channels = r.base_channels, cfg->num_res_blocks = r.num_res_blocks;
     cfg->num_heads = r.heads;
+    cfg->num_classes = r.num_classes;
     if ((cfg->num_levels = int_list_parse(cfg->channel_mult, UNET_MAX_LEVELS, r.mult, "--channel-mult")) < 0 ||
         (cfg->num_attn = int_list_parse(cfg->attn_resolutions, UNET_MAX_LEVELS, r.attn, "--attn-res")) < 0 ||
         (r.prediction = prediction_from_name(r.prediction_name,
@@ -247,19 +343,23 @@ int main(int argc, char **argv) {
     // The held-out latents (at most 512) stay in memory either way.
     r.held_mean = xmalloc(t->nheld * r.ln * sizeof(float) + 1);
     r.held_logvar = xmalloc(t->nheld * r.ln * sizeof(float) + 1);
-    if (t->nheld && read_range(c, t->ntrain, t->nheld, r.held_mean, r.held_logvar)) return 1;
+    if (r.num_classes) r.held_labels = xmalloc(t->nheld * sizeof(int32_t) + 1);
+    if (t->nheld && read_range(c, t->ntrain, t->nheld, r.held_mean, r.held_logvar, r.held_labels))
+        return 1;
     if (r.in_memory) {
         r.all_mean = xmalloc(t->ntrain * r.ln * sizeof(float));
         r.all_logvar = xmalloc(t->ntrain * r.ln * sizeof(float));
-        if (read_range(c, 0, t->ntrain, r.all_mean, r.all_logvar)) return 1;
+        if (r.num_classes) r.all_labels = xmalloc(t->ntrain * sizeof(int32_t));
+        if (read_range(c, 0, t->ntrain, r.all_mean, r.all_logvar, r.all_labels)) return 1;
     } else {
-        latent_stream_init(&r.stream, c, B);
+        latent_stream_init(&r.stream, c, B, r.num_classes > 0);
     }
 
     UNet *u = &r.u;
     // Resuming loads through unet_load, which checks the sizes the file
     // declares before allocating them.
     if (t->resuming ? unet_load(u, t->out, "model", B, NULL) : (unet_init(u, cfg, B), 0)) return 1;
+    CHECK(u->cfg.num_classes == r.num_classes); // resume_classes read the same attribute
     if (u->cfg.latent_channels != c->Z || u->cfg.latent_size != c->h)
         return errorf("%s: latents (%d, %d, %d) do not match the UNet of %s (%d, %d, %d)",
                       r.latents, c->Z, c->h, c->w, t->out, u->cfg.latent_channels,
@@ -277,27 +377,33 @@ int main(int argc, char **argv) {
     } else {
         Rng init;
         rng_init(&init, (uint64_t)t->seed);
-        params_init_values(&u->table, u->params, &init);
+        unet_init_values(u, &init);
         memcpy(r.ema, u->params, P * sizeof(float));
     }
     diffusion_loss_init(&r.loss, B, r.ln);
     r.x0 = xmalloc(B * r.ln * sizeof(float));
     r.noise = xmalloc(B * r.ln * sizeof(float));
     r.t = xmalloc(B * sizeof(int));
+    r.y = xmalloc(B * sizeof(int));
     r.adamw = (AdamConfig){t->lr, 0.9, 0.999, 1e-8, 0.0, 1};
     fprintf(stderr, "ldm-train: %lld latents (%d, %d, %d) from %s (%lld held out, %s), %zu "
             "parameters, batch %d, %ld steps/epoch, %s schedule, %s-prediction, %d threads\n",
             (long long)t->ntrain, c->Z, c->h, c->w, r.latents, (long long)t->nheld,
             r.in_memory ? "in memory" : "streamed", P, B, t->steps_per_epoch,
             r.schedule_name, prediction_name(r.prediction), t->threads);
+    if (r.num_classes)
+        fprintf(stderr, "ldm-train: class-conditional on %d classes%s, labels dropped to the null "
+                "class with p = %g\n", r.num_classes, c->class_names[0] ? " (named)" : "",
+                r.p_uncond);
 
     TrainerHooks hooks = {"ldm-train", "unet", &r, ldm_step, ldm_evaluate, ldm_save,
                           ldm_sample_grid, r.sample_every};
     int status = trainer_run(t, &hooks);
     if (!r.in_memory) latent_stream_free(&r.stream);
     latent_cache_close(c);
-    free(r.x0), free(r.noise), free(r.t), free(r.m), free(r.v), free(r.ema);
+    free(r.x0), free(r.noise), free(r.t), free(r.y), free(r.m), free(r.v), free(r.ema);
     free(r.all_mean), free(r.all_logvar), free(r.held_mean), free(r.held_logvar);
+    free(r.all_labels), free(r.held_labels);
     diffusion_loss_free(&r.loss);
     unet_free(u);
     schedule_free(&r.sched);

@@ -9,6 +9,10 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "image.h"
+#include "progress.h"
+#include "unet_ckpt.h"
+#include "vae_ckpt.h"
 
 int default_threads(void) { return omp_get_num_procs(); }
 
@@ -78,4 +82,145 @@ int check_cache_matches_vae(const LatentCache *c, const Vae *v, const char *vae_
         return errorf("%s: made by the VAE with hash %s, but %s has hash %s",
                       c->path, c->vae_hash, vae_path, hash);
     return 0;
+}
+
+int sample_model_load(SampleModel *m, const char *unet_path, const char *weights,
+                      int unet_batch) {
+    memset(m, 0, sizeof *m);
+    Attrs *a = xcalloc(1, sizeof *a); // large: not on the stack
+    if (unet_load(&m->u, unet_path, weights, unet_batch, a)) return free(a), -1;
+    char sched_kind[ATTR_STR_MAX], pred_name[ATTR_STR_MAX], hash[17];
+    const AttrSpec spec[] = {
+        {"T", SPEC_INT, 1, 100000, &m->T, 0},
+        {"scale_factor", SPEC_DOUBLE, 0, SCALE_FACTOR_MAX, &m->scale, SPEC_GT_LO},
+        {"schedule", SPEC_STR, 1, ATTR_STR_MAX - 1, sched_kind, 0},
+        {"prediction", SPEC_STR, 1, ATTR_STR_MAX - 1, pred_name, 0},
+        {"vae_hash", SPEC_STR, 16, 16, hash, 0},
+    };
+    int bad = attrs_read_specs(a, unet_path, spec, (int)(sizeof spec / sizeof *spec));
+    // Optional: the class names (from the cache), and the label dropout the
+    // UNet was trained with.
+    const Attr *names = attrs_find(a, CLASS_NAMES_ATTR), *pu = attrs_find(a, "p_uncond");
+    m->class_names = xcalloc(1, ATTR_STR_MAX);
+    const int K = m->u.cfg.num_classes;
+    if (names && names->type == ATTR_STR && class_names_count(names->s) == K)
+        snprintf(m->class_names, ATTR_STR_MAX, "%s", names->s);
+    else if (names && K > 0)
+        warnf("%s: the attribute %s does not name the %d classes; classes are shown by number",
+              unet_path, CLASS_NAMES_ATTR, K);
+    m->no_dropout = pu && ((pu->type == ATTR_DOUBLE && pu->d == 0) ||
+                           (pu->type == ATTR_INT && pu->i == 0));
+    free(a);
+    if (bad || (m->prediction = prediction_from_name(pred_name, unet_path)) < 0 ||
+        schedule_init(&m->sched, m->T, sched_kind, unet_path)) {
+        unet_free(&m->u);
+        return -1;
+    }
+    snprintf(m->vae_hash, sizeof m->vae_hash, "%s", hash);
+    return 0;
+}
+
+int sample_model_load_vae(SampleModel *m, const char *unet_path, const char *vae_path,
+                          int vae_batch) {
+    if (vae_load(&m->v, vae_path, vae_batch, NULL)) return -1;
+    m->has_vae = 1;
+    const char *hash = m->vae_hash;
+    char vh[17];
+    vae_hash_of(vh, &m->v);
+    int h = vae_latent_size(&m->v.cfg);
+    if (m->v.cfg.latent_channels != m->u.cfg.latent_channels || h != m->u.cfg.latent_size)
+        return errorf("%s: the UNet draws latents (%d, %d, %d) but the VAE %s decodes (%d, %d, %d)",
+                      unet_path, m->u.cfg.latent_channels, m->u.cfg.latent_size,
+                      m->u.cfg.latent_size, vae_path, m->v.cfg.latent_channels, h, h);
+    if (strcmp(vh, hash))
+        return errorf("%s: trained on latents of the VAE with hash %s, but %s has hash %s",
+                      unet_path, hash, vae_path, vh);
+    return 0;
+}
+
+void sample_model_free(SampleModel *m) {
+    unet_free(&m->u);
+    if (m->has_vae) vae_free(&m->v);
+    schedule_free(&m->sched);
+    free(m->class_names);
+    memset(m, 0, sizeof *m);
+}
+
+void generator_init(Generator *g, UNet *u, Vae *v, const Schedule *sched, SampleSpec spec,
+                    double scale, int max_b, const char *unet_what, const char *vae_what) {
+    CHECK(max_b >= 1);
+    *g = (Generator){u, v, sched, spec, scale, unet_what, vae_what, max_b, NULL};
+    size_t ln = (size_t)u->cfg.latent_channels * u->cfg.latent_size * u->cfg.latent_size;
+    g->z = xmalloc_aligned(((size_t)max_b * ln + 1) * sizeof(float));
+}
+
+void generator_free(Generator *g) {
+    free(g->z);
+    memset(g, 0, sizeof *g);
+}
+
+int generator_run(Generator *g, float *x, int64_t i0, int b, int64_t bi, const int *y,
+                  uint64_t seed) {
+    CHECK(b >= 1 && b <= g->max_b);
+    const UNetConfig *c = &g->u->cfg;
+    size_t ln = (size_t)c->latent_channels * c->latent_size * c->latent_size;
+    size_t img = (size_t)g->v->cfg.in_channels * g->v->cfg.image_size * g->v->cfg.image_size;
+    Rng rng;
+    rng_init(&rng, seed);
+    // Box-Muller draws values in pairs: an odd start is the second of a pair,
+    // drawn from the pair's first value on into z[0], one place early.
+    uint64_t first = (uint64_t)i0 * ln;
+    Rng xr = rng;
+    xr.counter = first & ~(uint64_t)1;
+    rng_normal_fill(&xr, g->z, (size_t)b * ln + (first & 1));
+    float *zb = g->z + (first & 1); // (b, Z, h, w)
+    Rng r = rng_derive(&rng, (uint64_t)bi);
+    SampleSpec sp = g->spec;
+    sp.y = y;
+    if (sample_run(g->u, g->sched, zb, b, &sp, &r)) return -1;
+    // Broken weights (finite but huge) or a broken scale factor make NaN or
+    // infinity here, which would decode to black images.
+    if (first_nonfinite(zb, b * ln) < b * ln)
+        return errorf("%s: the latents sampled for images %lld..%lld are not finite (broken "
+                      "weights or scale factor?)", g->unet_what, (long long)i0,
+                      (long long)(i0 + b - 1));
+    for (size_t j = 0; j < b * ln; j++) zb[j] = (float)(zb[j] / g->scale);
+    vae_decode(g->v, x, zb, b);
+    if (first_nonfinite(x, b * img) < b * img)
+        return errorf("%s: decoding the latents of images %lld..%lld gives values that are not "
+                      "finite (broken weights?)", g->vae_what, (long long)i0,
+                      (long long)(i0 + b - 1));
+    return 0;
+}
+
+void quantize_8bit(float *x, size_t n) {
+    // the reader's rule for 8-bit pixels (imageset.c): u8 / 127.5 - 1
+    for (size_t i = 0; i < n; i++) x[i] = (float)image_pixel_u8(x[i]) / 127.5f - 1.0f;
+}
+
+int generator_features(Generator *g, FeatNet *f, int64_t n, const int *y, uint64_t seed,
+                       float *feat, float *logits, int quiet) {
+    const VaeConfig *vc = &g->v->cfg;
+    int C = vc->in_channels, S = vc->image_size;
+    size_t img = (size_t)C * S * S;
+    float *x = xmalloc_aligned((size_t)g->max_b * img * sizeof(float)); // (max_b, C, S, S)
+    Progress prog;
+    progress_init(&prog, 0);
+    long nb = (long)((n + g->max_b - 1) / g->max_b);
+    int rc = 0;
+    for (int64_t i0 = 0, bi = 0; i0 < n && rc == 0; i0 += g->max_b, bi++) {
+        int b = (int)(n - i0 < g->max_b ? n - i0 : g->max_b);
+        if (generator_run(g, x, i0, b, bi, y ? y + i0 : NULL, seed)) {
+            rc = -1;
+            break;
+        }
+        quantize_8bit(x, b * img);
+        featnet_forward(f, feat + i0 * f->dim, logits ? logits + i0 * f->n_logits : NULL, x, b,
+                        C, S, S);
+        if (!quiet) progress_print(&prog, bi + 1, nb, (long)(i0 + b), "sampling", -1, bi + 1 == nb);
+        if (interrupted()) rc = errorf("interrupted");
+    }
+    if (!quiet) progress_end(&prog);
+    free(x);
+    return rc;
 }

@@ -24,3 +24,71 @@ int vae_psnr(Vae *v, ImageSet *s, int start, int n, double *psnr);
 int check_cache_matches_vae(const LatentCache *c, const Vae *v, const char *vae_path);
 // Hash of a loaded VAE's parameters (16 hex digits).
 void vae_hash_of(char out[17], const Vae *v);
+
+// ---- generation: what ldm-sample, ldm-eval and ldm-train's FD measure share
+#include "featnet.h"
+#include "latent_cache.h"
+#include "sampler.h"
+#include "schedule.h"
+#include "stats.h"
+#include "unet.h"
+
+// A UNet checkpoint with the VAE that decodes its latents, as ldm-sample and
+// ldm-eval load them.
+typedef struct {
+    UNet u;
+    Vae v;
+    Schedule sched;
+    int T, prediction;
+    double scale;      // the cache's scale factor, recorded in the UNet checkpoint
+    char *class_names; // (ATTR_STR_MAX) CLASS_NAMES_ATTR, "" when absent or not naming K classes
+    int no_dropout;    // the checkpoint records label dropout p_uncond = 0
+    char vae_hash[17]; // the hash of the VAE the UNet was trained with
+    int has_vae;       // v is loaded
+} SampleModel;
+
+// Loads the UNet's `weights` ("ema" or "model") for unet_batch items, its
+// attributes and schedule; then (after the caller has checked its flags
+// against them) sample_model_load_vae the VAE for vae_batch, checking that
+// the two belong together (latent shape, the VAE's hash). -1 with a message
+// naming the file otherwise. sample_model_free after either.
+int sample_model_load(SampleModel *m, const char *unet_path, const char *weights,
+                      int unet_batch);
+int sample_model_load_vae(SampleModel *m, const char *unet_path, const char *vae_path,
+                          int vae_batch);
+void sample_model_free(SampleModel *m);
+
+// Latents drawn by a UNet with a sampler, divided by the cache's scale factor
+// and decoded: images exactly as ldm-sample writes them.
+typedef struct {
+    UNet *u;
+    Vae *v;
+    const Schedule *sched;
+    SampleSpec spec;    // sampler, steps, eta, prediction, guidance (labels per call)
+    double scale;       // the latent cache's scale factor
+    const char *unet_what, *vae_what; // files, for messages
+    int max_b;          // images per call
+    float *z;           // (max_b, Z, h, w) + 1 latents
+} Generator;
+
+// u's max_batch must hold max_b (2 max_b with guidance on a conditional UNet).
+void generator_init(Generator *g, UNet *u, Vae *v, const Schedule *sched, SampleSpec spec,
+                    double scale, int max_b, const char *unet_what, const char *vae_what);
+void generator_free(Generator *g);
+// Images i0 .. i0 + b - 1 of the run seeded `seed` into x (b, C, S, S), with
+// class labels y (b) or NULL. x_T of image i is values [i ln, (i + 1) ln) of
+// one stream over all images (ln = Z h w), so it depends on neither the batch
+// nor the number of images; the step noise of stochastic samplers comes from
+// stream `bi` (the batch's index). -1 with a message naming the file when the
+// latents or the images are not finite (broken weights).
+int generator_run(Generator *g, float *x, int64_t i0, int b, int64_t bi, const int *y,
+                  uint64_t seed);
+// Rounds images in [-1, 1] to the 8-bit values a PNG keeps and back
+// (x -> round((clamp(x) + 1) 127.5) / 127.5 - 1), so that features of
+// generated images equal those of the same images written and read again.
+void quantize_8bit(float *x, size_t n);
+// Features (n, D) and, when logits is not NULL, logits (n, K) of n generated
+// images (classes y (n) or NULL), in g->max_b batches, 8-bit quantised.
+// `quiet`: no progress line. -1 with a message on failure or interrupt.
+int generator_features(Generator *g, FeatNet *f, int64_t n, const int *y, uint64_t seed,
+                       float *feat, float *logits, int quiet);

@@ -1,5 +1,6 @@
 // vae-encode: encodes an image set once into the HDF5 latent cache (mean and
-// log-variance per image, labels, and the scale factor of the latents).
+// log-variance per image, labels and class names when the source has them,
+// and the scale factor of the latents).
 #include <math.h>
 #include <string.h>
 
@@ -52,6 +53,10 @@ int main(int argc, char **argv) {
     ImageSet set;
     if (imageset_open(&set, data, cfg.image_size, cfg.in_channels, max_memory)) return 1;
     if (set.skipped) fprintf(stderr, "vae-encode: %d files skipped\n", set.skipped);
+    if (set.root_images)
+        warnf("%s: %d images directly in the folder and %d in sub-folders: no class labels "
+              "(for labels, put every image in a sub-folder named after its class)", data,
+              set.root_images, set.N + set.skipped - set.root_images);
     if (batch > set.N) batch = set.N;
     if (imageset_check_memory(&set, batch, max_memory)) return 1;
     Vae v;
@@ -69,6 +74,14 @@ int main(int argc, char **argv) {
     LatentCacheWriter w;
     if (latent_cache_create(&w, out, set.N, c->latent_channels, h, h, set.labels != NULL))
         return 1;
+    // The names are a convenience (ldm-sample shows them): names too long for
+    // an attribute leave the labels, numbered, rather than no cache.
+    int named = set.class_names && strlen(set.class_names) < ATTR_STR_MAX;
+    if (set.class_names && !named)
+        warnf("%s: the names of its %d classes take %zu bytes, more than the %d a cache "
+              "attribute holds: the cache keeps the labels without the names", set.source,
+              set.num_classes, strlen(set.class_names), ATTR_STR_MAX - 1);
+    if (named) latent_cache_set_class_names(&w, set.class_names);
     float *x = xmalloc(batch * img * sizeof(float));      // (B, C, S, S)
     float *mean = xmalloc(batch * lat * sizeof(float));   // (B, Z, h, w)
     float *logvar = xmalloc(batch * lat * sizeof(float)); // (B, Z, h, w)
@@ -122,7 +135,17 @@ int main(int argc, char **argv) {
     if (latent_cache_finish(&w, scale, c->image_size, c->in_channels, set.source, hash))
         return 1;
     fprintf(stderr, "vae-encode: %d images -> %s, latents (%d, %d, %d), scale_factor %.6f, "
-            "vae_hash %s\n", set.N, out, c->latent_channels, h, h, scale, hash);
+            "vae_hash %s, %s\n", set.N, out, c->latent_channels, h, h, scale, hash,
+            !set.labels ? "no labels" : named ? "labels and class names" : "labels");
+    if (set.num_classes) {
+        fprintf(stderr, "vae-encode: %d classes:", set.num_classes);
+        for (int k = 0; k < set.num_classes && k < 20; k++) {
+            char name[128];
+            class_name_get(name, sizeof name, set.class_names, k);
+            fprintf(stderr, " %d %s%s", k, name, k + 1 < set.num_classes ? "," : "\n");
+        }
+        if (set.num_classes > 20) fprintf(stderr, " ...\n");
+    }
     free(x), free(mean), free(logvar), free(eps), free(idx);
     vae_free(&v);
     imageset_free(&set);

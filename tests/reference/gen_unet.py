@@ -1,4 +1,5 @@
-"""Writes the UNet goldens: tests/golden/blocks.h5, unet.h5, sampler.h5.
+"""Writes the UNet goldens: tests/golden/blocks.h5, unet.h5, unet_cond.h5
+(sampler.h5, from unet.h5's weights: gen_sampler.py).
 
 Run with Debian's torch: /usr/bin/python3 tests/reference/gen_unet.py
 Weights are random everywhere (also the convolutions the spec initialises to
@@ -22,6 +23,16 @@ GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'golden'
 TINY = dict(latent_channels=4, latent_size=8, base_channels=6, channel_mult=(1, 2),
             num_res_blocks=2, attn_resolutions=(4,), num_heads=1, temb_dim=16,
             time_dim=16)
+# The class-conditional UNet of unet_cond.h5: narrower still (the file holds
+# every gradient), 3 classes. Its channels are <= 32 like TINY's, so
+# GroupNorm (one channel a group) removes the time and class path from the
+# output: this case checks the table, the labels' plumbing and everything
+# else; the class path itself is checked by blocks.h5's 'time_label' case
+# against PyTorch and by test_unet.c's finite differences on unet-s.
+TINY_COND = dict(TINY, base_channels=4, temb_dim=8, time_dim=8, num_classes=3)
+# Cases added after the first goldens draw from generators of their own, so
+# that the earlier files' values stay what they were.
+SEED_COND = 4321
 
 
 def f32(x):
@@ -39,6 +50,8 @@ def randomize(module, gen):
                 bound = 1.0 / fan_in ** 0.5
                 for p in (m.weight, m.bias):
                     p.copy_((torch.rand(p.shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
+            elif isinstance(m, nn.Embedding):  # the class table: N(0, 1) as PyTorch
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen, dtype=torch.float64))
             elif isinstance(m, nn.GroupNorm):
                 m.weight.copy_(1 + (torch.rand(m.weight.shape, generator=gen, dtype=torch.float64) - 0.5))
                 m.bias.copy_(torch.rand(m.bias.shape, generator=gen, dtype=torch.float64) - 0.5)
@@ -128,6 +141,27 @@ def gen_blocks(gen):
         for k, v in dict(out=out, dout=dout).items():
             put(g, k, v)
         put_params(g, mod)
+
+        # The same with a class table of K = 3 (row 3 the null class): six
+        # items with real and null labels, class 1 twice (its row's gradient
+        # sums two items), class 2 unused (its row's gradient is zero).
+        cg = torch.Generator().manual_seed(SEED_COND)
+        g = f.create_group('time_label')
+        K = 3
+        mod = M.TimeEmbed(time_dim, temb, K)
+        randomize(mod, cg)
+        mod.double()
+        t = torch.tensor([0, 7, 500, 999, 250, 31])
+        y = torch.tensor([1, K, 0, 1, K, 0])
+        out = mod(t, y)
+        dout = randn(cg, *out.shape)
+        out.backward(dout)
+        put(g, 'dims', [len(t), time_dim, temb, K], np.int32)
+        put(g, 't', t, np.int32)
+        put(g, 'y', y, np.int32)
+        for k, v in dict(out=out, dout=dout).items():
+            put(g, k, v)
+        put_params(g, mod)
     return path
 
 
@@ -163,30 +197,32 @@ def gen_unet(gen, u):
     return path
 
 
-def gen_sampler(gen, u):
-    path = os.path.join(GOLDEN, 'sampler.h5')
-    B, steps, T_ddpm = 2, 5, 6
-    xT = randn(gen, B, 4, 8, 8)
-    lin = M.Schedule('linear', 1000)
+def gen_unet_cond():
+    """The conditional tiny UNet: loss, output and every gradient on a batch
+    of real and null labels (as after label dropout)."""
+    path = os.path.join(GOLDEN, 'unet_cond.h5')
+    gen = torch.Generator().manual_seed(SEED_COND + 1)
+    c = TINY_COND
+    u = randomize(M.UNet(**c), gen).double()
+    B, K = 4, c['num_classes']
+    sched = M.Schedule('linear', 1000)
+    x0 = randn(gen, B, 4, 8, 8)
+    noise = randn(gen, B, 4, 8, 8)
+    t = torch.tensor([17, 923, 400, 5])
+    y = torch.tensor([2, K, 0, K])
+    loss, pred = M.diffusion_loss(u, sched, x0, t, noise, M.PRED_EPS, y)
+    loss.backward()
     with h5py.File(path, 'w') as f:
-        put(f, 'linear_alphas_cumprod', lin.alphas_cumprod)
-        put(f, 'linear_posterior_variance', lin.posterior_variance)
-        put(f, 'cosine_alphas_cumprod', M.Schedule('cosine', 1000).alphas_cumprod)
-        put(f, 'xT', xT)
-        put(f, 'dims', [B, steps, 1000, T_ddpm], np.int32)
-        _, traj = M.ddim_sample(u, lin, xT, steps, 0.0, M.PRED_EPS)
-        put(f, 'ddim_eta0/traj', torch.stack(traj))
-        _, traj = M.ddim_sample(u, lin, xT, steps, 0.0, M.PRED_V)
-        put(f, 'ddim_v/traj', torch.stack(traj))
-        noise = randn(gen, steps, B, 4, 8, 8)
-        _, traj = M.ddim_sample(u, lin, xT, steps, 0.5, M.PRED_EPS, noise)
-        put(f, 'ddim_eta05/noise', noise)
-        put(f, 'ddim_eta05/traj', torch.stack(traj))
-        short = M.Schedule('linear', T_ddpm)
-        noise = randn(gen, T_ddpm, B, 4, 8, 8)
-        _, traj = M.ddpm_sample(u, short, xT, M.PRED_EPS, noise)
-        put(f, 'ddpm/noise', noise)
-        put(f, 'ddpm/traj', torch.stack(traj))
+        put(f, 'config', [c['latent_channels'], c['latent_size'], c['base_channels'],
+                          *c['channel_mult'], c['num_res_blocks'], *c['attn_resolutions'],
+                          c['num_heads'], c['temb_dim'], c['time_dim'], K], np.int32)
+        put(f, 'x0', x0)
+        put(f, 'noise', noise)
+        put(f, 't', t, np.int32)
+        put(f, 'y', y, np.int32)
+        put(f, 'pred', pred)
+        put(f, 'loss', loss.reshape(1))
+        put_params(f, u)
     return path
 
 
@@ -196,7 +232,7 @@ def main():
     paths = [gen_blocks(gen)]
     u = tiny_unet(gen)
     paths.append(gen_unet(gen, u))
-    paths.append(gen_sampler(gen, u))
+    paths.append(gen_unet_cond())
     for p in paths:
         print(f'{os.path.relpath(p)}: {os.path.getsize(p)} bytes')
 

@@ -4,6 +4,7 @@
 The state_dict keys are the parameter names of diffusion/unet.c, so
 checkpoints and goldens line up by name:
   time_embed.0, time_embed.2                 Linear time_dim->temb, temb->temb
+  label_emb                                  Embedding (K + 1, temb), class-conditional only
   conv_in
   down.<l>.res.<j>.{norm1,conv1,temb_proj,norm2,conv2[,skip]}
   down.<l>.attn.<j>.{norm,q,k,v,proj}         (levels at an attention resolution)
@@ -97,31 +98,55 @@ class Attn(nn.Module):
         return x + self.proj(a)
 
 
-class TimeEmbed(nn.Module):
-    """Sinusoidal embedding, Linear, SiLU, Linear; forward returns
-    SiLU(temb), the form every ResBlock consumes."""
+def add_class_embedding(module, num_classes, temb_dim):
+    """The spec's class table: (K + 1, temb_dim), row K the null class,
+    nn.Embedding's N(0, 1) init; registered as `label_emb`."""
+    module.num_classes = num_classes
+    if num_classes:
+        module.label_emb = nn.Embedding(num_classes + 1, temb_dim)
 
-    def __init__(self, time_dim, temb_dim):
+
+def embed_time_and_class(module, t, y, dtype):
+    """SiLU(time_embed(sinusoid(t)) + label_emb(y)): the class row is added
+    after the time MLP's last Linear, before the SiLU. y None on a
+    conditional model: the null class K for every item."""
+    temb = module.time_embed(timestep_embedding(t, module.time_dim).to(dtype))
+    if module.num_classes:
+        if y is None:
+            y = torch.full_like(t, module.num_classes)
+        temb = temb + module.label_emb(y)
+    else:
+        assert y is None
+    return F.silu(temb)
+
+
+class TimeEmbed(nn.Module):
+    """Sinusoidal embedding, Linear, SiLU, Linear (plus the class row with
+    num_classes K > 0); forward returns SiLU(temb), the form every ResBlock
+    consumes."""
+
+    def __init__(self, time_dim, temb_dim, num_classes=0):
         super().__init__()
         self.time_dim = time_dim
         self.time_embed = nn.Sequential(nn.Linear(time_dim, temb_dim), nn.SiLU(),
                                         nn.Linear(temb_dim, temb_dim))
+        add_class_embedding(self, num_classes, temb_dim)
 
-    def forward(self, t):
-        emb = timestep_embedding(t, self.time_dim).to(self.time_embed[0].weight.dtype)
-        return F.silu(self.time_embed(emb))
+    def forward(self, t, y=None):
+        return embed_time_and_class(self, t, y, self.time_embed[0].weight.dtype)
 
 
 class UNet(nn.Module):
     def __init__(self, latent_channels=4, latent_size=8, base_channels=64,
                  channel_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,),
-                 num_heads=1, temb_dim=256, time_dim=64):
+                 num_heads=1, temb_dim=256, time_dim=64, num_classes=0):
         super().__init__()
         Z, b, L = latent_channels, base_channels, len(channel_mult)
         assert latent_size % (1 << (L - 1)) == 0
         self.time_dim = time_dim
         self.time_embed = nn.Sequential(nn.Linear(time_dim, temb_dim), nn.SiLU(),
                                         nn.Linear(temb_dim, temb_dim))
+        add_class_embedding(self, num_classes, temb_dim)
         self.conv_in = nn.Conv2d(Z, b, 3, 1, 1)
 
         ch, res = b, latent_size
@@ -167,10 +192,11 @@ class UNet(nn.Module):
         self.out_norm = group_norm(ch)
         self.out_conv = zero_module(nn.Conv2d(ch, Z, 3, 1, 1))
 
-    def forward(self, x, t):
-        """x (B, Z, h, w), t (B) integer steps -> prediction (B, Z, h, w)."""
-        emb = timestep_embedding(t, self.time_dim).to(x.dtype)
-        temb_act = F.silu(self.time_embed(emb))
+    def forward(self, x, t, y=None):
+        """x (B, Z, h, w), t (B) integer steps, y (B) class labels in 0..K
+        (K: the null class; None: unconditional, or on a conditional model
+        the null class) -> prediction (B, Z, h, w)."""
+        temb_act = embed_time_and_class(self, t, y, x.dtype)
         h = self.conv_in(x)
         skips = [h]
         for level in self.down:
@@ -231,9 +257,10 @@ class Schedule:
         return ab.sqrt() * noise - (1 - ab).sqrt() * x0
 
 
-def diffusion_loss(model, sched, x0, t, noise, prediction=PRED_EPS):
-    """Mean squared error over all elements; returns (loss, prediction)."""
-    pred = model(sched.q_sample(x0, t, noise), t)
+def diffusion_loss(model, sched, x0, t, noise, prediction=PRED_EPS, y=None):
+    """Mean squared error over all elements; returns (loss, prediction).
+    y: class labels of a conditional model (after label dropout)."""
+    pred = model(sched.q_sample(x0, t, noise), t, y)
     return ((pred - sched.target(x0, t, noise, prediction)) ** 2).mean(), pred
 
 
