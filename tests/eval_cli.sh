@@ -96,6 +96,16 @@ check "the model's FID equals its PNGs' ($png_fd)" "v == $png_fd" "$(score FID)"
 expect_ok "IS straight from the model" "$E" is --unet "$T/unet.h5" --vae "$T/vae.h5" --n 40 --steps 5 --is-splits 2
 expect_fail "--unet without --n" "needs --vae and --n" "$E" fid --unet "$T/unet.h5" --vae "$T/vae.h5" --ref "$T/ref.h5"
 expect_fail "--class on an unconditional UNet" "unconditional" "$E" fid --unet "$T/unet.h5" --vae "$T/vae.h5" --n 4 --class 3 --ref "$T/ref.h5"
+# FD while training: the logged value is the FD ldm-eval gives the same
+# checkpoint (same seed, same images); --keep-best keeps the checkpoint.
+expect_ok "ldm-train --fid-every" "$B/ldm-train" --latents "$T/lat.h5" --out "$T/fu.h5" --steps 4 --base-channels 16 --batch 8 --threads 2 --eval-every 2 --vae "$T/vae.h5" --fid-every 2 --fid-ref "$T/ref.h5" --fid-n 40 --fid-steps 5 --keep-best
+logged=$(sed -n 's/^{"step": 4, "fd": \([0-9.e+-]*\)}$/\1/p' "$T/fu.h5.log.jsonl")
+[ -f "$T/fu.best.h5" ] && pass "--keep-best wrote fu.best.h5" || fail "--keep-best wrote no fu.best.h5"
+expect_ok "ldm-eval on the run's checkpoint" "$E" fid --unet "$T/fu.h5" --vae "$T/vae.h5" --n 40 --steps 5 --ref "$T/ref.h5" --threads 1
+check "the logged FD ($logged) is ldm-eval's" "v - $logged < 1e-3 && $logged - v < 1e-3" "$(score FID)"
+expect_fail "--fid-every without --fid-ref" "needs --vae and --fid-ref" "$B/ldm-train" --latents "$T/lat.h5" --out "$T/fx.h5" --steps 1 --vae "$T/vae.h5" --fid-every 1
+cp "$T/ref.h5" "$T/ref-other.h5" && "$POKE" "$T/ref-other.h5" @net_hash str:0123456789abcdef
+expect_fail "--fid-ref of other network weights" "ref-other.h5" "$B/ldm-train" --latents "$T/lat.h5" --out "$T/fx.h5" --steps 1 --vae "$T/vae.h5" --fid-every 1 --fid-ref "$T/ref-other.h5"
 expect_ok "train another tiny VAE" "$B/vae-train" $V --out "$T/vae2.h5" --steps 1 --seed 1
 expect_fail "--unet with another VAE" "has hash" "$E" fid --unet "$T/unet.h5" --vae "$T/vae2.h5" --n 4 --ref "$T/ref.h5"
 

@@ -30,33 +30,6 @@
 #include "stats.h"
 #include "toolkit.h"
 
-// Where a network named on the command line ("fmnist-cnn") is looked for, in
-// order: $LDM_WEIGHTS_DIR, the installed data folder, the source tree's
-// metrics/ (so a build folder anywhere finds the committed domain network).
-static const char *const weight_dirs_builtin[] = {LDM_DATA_INSTALL_DIR, LDM_DATA_SOURCE_DIR};
-
-// NET is a path (anything with a '/' or ending in .h5) or a name looked up as
-// <dir>/<name>.h5. -1 with a message listing where it looked.
-static int resolve_net(char *out, size_t cap, const char *net) {
-    size_t len = strlen(net);
-    if (strchr(net, '/') || (len > 3 && !strcmp(net + len - 3, ".h5"))) {
-        if (strlen(net) >= cap) return errorf("--net %s: path too long", net);
-        strcpy(out, net);
-        return 0;
-    }
-    const char *env = getenv("LDM_WEIGHTS_DIR");
-    const char *dirs[3] = {env && *env ? env : NULL, weight_dirs_builtin[0], weight_dirs_builtin[1]};
-    for (int i = 0; i < 3; i++) {
-        if (!dirs[i]) continue;
-        if (path_printf(out, cap, "%s/%s.h5", dirs[i], net)) return -1;
-        if (access(out, R_OK) == 0) return 0;
-    }
-    return errorf("--net %s: no file %s.h5 in $LDM_WEIGHTS_DIR (%s), %s or %s; give the "
-                  "weights file's path, or convert them first (README, \"Evaluation\")",
-                  net, net, env && *env ? env : "not set", weight_dirs_builtin[0],
-                  weight_dirs_builtin[1]);
-}
-
 static void meta_of(FeatMeta *m, const FeatNet *f) {
     memset(m, 0, sizeof *m);
     snprintf(m->net, sizeof m->net, "%s", f->name);
@@ -408,7 +381,7 @@ int main(int argc, char **argv) {
         featstats_free(&st);
     }
     char path[PATH_MAX];
-    if (resolve_net(path, sizeof path, a.net ? a.net : a.ref ? ref_meta.net : "fmnist-cnn"))
+    if (featnet_resolve(path, sizeof path, a.net ? a.net : a.ref ? ref_meta.net : "fmnist-cnn"))
         return 1;
     FeatNet f;
     if (featnet_load(&f, path)) return 1;

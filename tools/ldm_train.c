@@ -8,6 +8,15 @@
 // cache first. The items and draws of a step depend on (seed, step) alone,
 // so both give bit-identical checkpoints.
 //
+// --fid-every N measures the FD of --fid-n images drawn from the EMA weights
+// (DDIM, --fid-steps, the run's seed: the images `ldm-sample --seed S` would
+// draw, so `ldm-eval fid --unet` on a checkpoint of that step gives the same
+// number) against --fid-ref, in the feature network the reference was made
+// with; logged, plotted on the loss plot's right axis, and with --keep-best
+// the checkpoint of the lowest FD so far is kept as <out>.best.h5. A
+// conditional UNet draws every class in equal shares (label i mod K, no
+// guidance).
+//
 // --num-classes K trains the class-conditional UNet of the spec on the
 // cache's labels (all in 0..K-1), each replaced by the null class K with
 // probability --p-uncond (label dropout, for classifier-free guidance). The
@@ -37,6 +46,12 @@ typedef struct {
     const char *latents, *vae_path, *schedule_name, *prediction_name, *mult, *attn;
     double ema_decay, p_uncond;
     int base_channels, num_res_blocks, heads, sample_every, in_memory, num_classes;
+    const char *fid_ref;
+    int fid_every, fid_n, fid_steps, keep_best;
+    FeatNet fnet;
+    FeatStats fref;
+    float *fid_feat;              // (fid_n, D)
+    int *fid_y;                   // (fid_n) labels of a conditional UNet, else NULL
     Trainer tr;
     LatentCache cache;
     LatentStream stream;
@@ -175,6 +190,55 @@ static int ldm_sample_grid(void *p, long step) {
     return rc;
 }
 
+// The FD of fid_n images from the EMA weights against the reference.
+static int ldm_fid(void *p, long step, Metrics *m) {
+    (void)step;
+    LdmRun *r = p;
+    UNet *u = &r->u;
+    float *raw = u->params;
+    u->params = r->ema;
+    SampleSpec sp = sample_spec(SAMPLER_DDIM, r->fid_steps, r->prediction);
+    Generator g;
+    int max_b = u->max_batch < SAMPLE_N ? u->max_batch : SAMPLE_N;
+    generator_init(&g, u, &r->vae, &r->sched, sp, r->cache.scale_factor, max_b, r->tr.out,
+                   r->vae_path);
+    double t0 = now_seconds();
+    int rc = generator_features(&g, &r->fnet, r->fid_n, r->fid_y, (uint64_t)r->tr.seed,
+                                r->fid_feat, NULL, 1);
+    generator_free(&g);
+    u->params = raw;
+    if (rc) return -1;
+    FeatStats st;
+    featstats_compute(&st, r->fid_feat, r->fid_n, r->fnet.dim);
+    double fd;
+    rc = frechet_distance(&fd, &st, &r->fref);
+    featstats_free(&st);
+    if (rc) return -1;
+    metrics_add(m, "fd", fd);
+    snprintf(m->text, sizeof m->text, "FD %.4f of %d samples (DDIM-%d, EMA) against %s (%s), %.0f s",
+             fd, r->fid_n, r->fid_steps, r->fid_ref, r->fnet.name, now_seconds() - t0);
+    return 0;
+}
+
+// The reference statistics and their network, for --fid-every.
+static int fid_setup(LdmRun *r) {
+    FeatMeta ref, mine;
+    if (featstats_read(r->fid_ref, &r->fref, NULL, &ref)) return -1;
+    char path[PATH_MAX];
+    if (featnet_resolve(path, sizeof path, ref.net) || featnet_load(&r->fnet, path)) return -1;
+    snprintf(mine.net, sizeof mine.net, "%s", r->fnet.name);
+    snprintf(mine.net_hash, sizeof mine.net_hash, "%s", r->fnet.hash);
+    snprintf(mine.preprocess, sizeof mine.preprocess, "%s", r->fnet.preprocess);
+    if (featmeta_check(&ref, r->fid_ref, &mine, path)) return -1;
+    if (r->fnet.in_c != 1 && r->fnet.in_c != 3) return errorf("%s: unusable network", path);
+    r->fid_feat = xmalloc((size_t)r->fid_n * r->fnet.dim * sizeof(float));
+    if (r->num_classes) {
+        r->fid_y = xmalloc((size_t)r->fid_n * sizeof *r->fid_y);
+        for (int i = 0; i < r->fid_n; i++) r->fid_y[i] = i % r->num_classes;
+    }
+    return 0;
+}
+
 static int ldm_save(void *p, const char *path, const Attrs *loop) {
     LdmRun *r = p;
     Attrs a = *loop;
@@ -281,7 +345,8 @@ int main(int argc, char **argv) {
     tool_process_init();
     static LdmRun r = {.schedule_name = "linear", .prediction_name = "eps", .mult = "1,2",
                        .attn = "4", .ema_decay = 0.999, .base_channels = 64,
-                       .num_res_blocks = 2, .heads = 1, .p_uncond = 0.1};
+                       .num_res_blocks = 2, .heads = 1, .p_uncond = 0.1, .fid_n = 1000,
+                       .fid_steps = 50};
     Trainer *t = &r.tr;
     trainer_init(t);
     t->lr = 2e-4, t->ckpt_every = 1000, t->eval_every = 500;
@@ -299,6 +364,11 @@ int main(int argc, char **argv) {
         {"--sample-every", OPT_INT, &r.sample_every, "steps between sample grids (needs --vae)", .hi = 1 << 30},
         {"--vae", OPT_STR, &r.vae_path, "the VAE that made the cache, to decode sample grids"},
         {"--num-classes", OPT_INT, &r.num_classes, "K > 0: a class-conditional UNet on the cache's labels, which must lie in 0..K-1 (0: unconditional)", .lo = 0, .hi = UNET_MAX_CLASSES},
+        {"--fid-every", OPT_INT, &r.fid_every, "steps between FD measurements of samples from the EMA weights (needs --vae and --fid-ref; 0: none)", .hi = 1 << 30},
+        {"--fid-ref", OPT_STR, &r.fid_ref, "reference statistics for --fid-every (ldm-eval stats); its network is used"},
+        {"--fid-n", OPT_INT, &r.fid_n, "images drawn for each FD (the same latents every time)", .lo = 2, .hi = 1 << 24},
+        {"--fid-steps", OPT_INT, &r.fid_steps, "DDIM steps of those images", .lo = 1, .hi = T_STEPS},
+        {"--keep-best", OPT_FLAG, &r.keep_best, "with --fid-every: keep the checkpoint of the lowest FD so far as <out>.best.h5"},
         {"--p-uncond", OPT_FLOAT, &r.p_uncond, "with --num-classes: probability that a training label is replaced by the null class (for classifier-free guidance)", .lo = 0, .hi = 1},
     };
     int rc = trainer_parse(t, argc, argv, own, sizeof own / sizeof *own,
@@ -306,8 +376,19 @@ int main(int argc, char **argv) {
     if (rc) return rc > 0 ? 0 : 2;
     if (!r.latents) return errorf("ldm-train: --latents is required (see --help)"), 2;
     if (r.sample_every && !r.vae_path) return errorf("ldm-train: --sample-every needs --vae"), 2;
-    const PathArg inputs[] = {{"--latents", r.latents}, {"--vae", r.vae_path}};
-    if (trainer_check_paths(t, inputs, 2)) return 1;
+    if (r.fid_every && (!r.vae_path || !r.fid_ref))
+        return errorf("ldm-train: --fid-every needs --vae and --fid-ref"), 2;
+    if (!r.fid_every && (r.fid_ref || r.keep_best))
+        return errorf("ldm-train: --fid-ref and --keep-best go with --fid-every"), 2;
+    const PathArg inputs[] = {{"--latents", r.latents}, {"--vae", r.vae_path},
+                              {"--fid-ref", r.fid_ref}};
+    if (trainer_check_paths(t, inputs, 3)) return 1;
+    if (r.keep_best) {
+        char best[PATH_MAX];
+        if (trainer_sibling(best, t->out, ".best.h5") ||
+            check_output_path((PathArg){"--keep-best", best}, OUT_FILE, inputs, 3))
+            return 1;
+    }
     h5_quiet();
     static Attrs ck; // large: not on the stack
     if (trainer_resume(t, "unet", &ck)) return 1;
@@ -334,9 +415,11 @@ int main(int argc, char **argv) {
         unet_config_check(cfg, "ldm-train") ||
         schedule_init(&r.sched, T_STEPS, r.schedule_name, t->resuming ? t->out : "--schedule"))
         return t->resuming ? 1 : 2;
-    if (r.sample_every && (vae_load(&r.vae, r.vae_path, SAMPLE_N, NULL) ||
-                           check_cache_matches_vae(c, &r.vae, r.vae_path)))
+    const int need_vae = r.sample_every || r.fid_every;
+    if (need_vae && (vae_load(&r.vae, r.vae_path, SAMPLE_N, NULL) ||
+                     check_cache_matches_vae(c, &r.vae, r.vae_path)))
         return 1;
+    if (r.fid_every && fid_setup(&r)) return 1;
     if (trainer_set_data(t, c->N, r.latents)) return 1;
     int B = (int)t->B;
     r.ln = (size_t)c->Z * c->h * c->w;
@@ -396,8 +479,11 @@ int main(int argc, char **argv) {
                 "class with p = %g\n", r.num_classes, c->class_names[0] ? " (named)" : "",
                 r.p_uncond);
 
+    char fd_axis[96];
+    snprintf(fd_axis, sizeof fd_axis, "FD of %d samples (%s)", r.fid_n, r.fid_every ? r.fnet.name : "");
     TrainerHooks hooks = {"ldm-train", "unet", &r, ldm_step, ldm_evaluate, ldm_save,
-                          ldm_sample_grid, r.sample_every};
+                          ldm_sample_grid, r.sample_every, r.fid_every ? ldm_fid : NULL,
+                          r.fid_every, "fd", fd_axis, r.keep_best};
     int status = trainer_run(t, &hooks);
     if (!r.in_memory) latent_stream_free(&r.stream);
     latent_cache_close(c);
@@ -407,7 +493,12 @@ int main(int argc, char **argv) {
     diffusion_loss_free(&r.loss);
     unet_free(u);
     schedule_free(&r.sched);
-    if (r.sample_every) vae_free(&r.vae);
+    if (need_vae) vae_free(&r.vae);
+    if (r.fid_every) {
+        featnet_free(&r.fnet);
+        featstats_free(&r.fref);
+        free(r.fid_feat), free(r.fid_y);
+    }
     trainer_free(t);
     return status;
 }

@@ -10,6 +10,7 @@
 
 #include "common.h"
 #include "image.h"
+#include "paths.h"
 #include "progress.h"
 #include "unet_ckpt.h"
 #include "vae_ckpt.h"
@@ -223,4 +224,29 @@ int generator_features(Generator *g, FeatNet *f, int64_t n, const int *y, uint64
     if (!quiet) progress_end(&prog);
     free(x);
     return rc;
+}
+
+// Where a network named on the command line ("fmnist-cnn") is looked for, in
+// order: $LDM_WEIGHTS_DIR, the installed data folder, the source tree's
+// metrics/ (so a build folder anywhere finds the committed domain network).
+static const char *const weight_dirs_builtin[] = {LDM_DATA_INSTALL_DIR, LDM_DATA_SOURCE_DIR};
+
+int featnet_resolve(char *out, size_t cap, const char *net) {
+    size_t len = strlen(net);
+    if (strchr(net, '/') || (len > 3 && !strcmp(net + len - 3, ".h5"))) {
+        if (strlen(net) >= cap) return errorf("--net %s: path too long", net);
+        strcpy(out, net);
+        return 0;
+    }
+    const char *env = getenv("LDM_WEIGHTS_DIR");
+    const char *dirs[3] = {env && *env ? env : NULL, weight_dirs_builtin[0], weight_dirs_builtin[1]};
+    for (int i = 0; i < 3; i++) {
+        if (!dirs[i]) continue;
+        if (path_printf(out, cap, "%s/%s.h5", dirs[i], net)) return -1;
+        if (access(out, R_OK) == 0) return 0;
+    }
+    return errorf("--net %s: no file %s.h5 in $LDM_WEIGHTS_DIR (%s), %s or %s; give the "
+                  "weights file's path, or convert them first (README, \"Evaluation\")",
+                  net, net, env && *env ? env : "not set", weight_dirs_builtin[0],
+                  weight_dirs_builtin[1]);
 }

@@ -92,3 +92,9 @@ void quantize_8bit(float *x, size_t n);
 // `quiet`: no progress line. -1 with a message on failure or interrupt.
 int generator_features(Generator *g, FeatNet *f, int64_t n, const int *y, uint64_t seed,
                        float *feat, float *logits, int quiet);
+// The weights file of a feature network: NET is a path (anything with a '/'
+// or ending in .h5) or a name looked up as <dir>/<name>.h5 in
+// $LDM_WEIGHTS_DIR, the installed data folder, then the source tree's
+// metrics/ (where the committed fmnist-cnn.h5 is). -1 with a message listing
+// where it looked.
+int featnet_resolve(char *out, size_t cap, const char *net);
