@@ -94,6 +94,10 @@ png_fd=$(score FID)
 expect_ok "FID straight from the model" "$E" fid --unet "$T/unet.h5" --vae "$T/vae.h5" --n 40 --steps 5 --batch 16 --ref "$T/ref.h5" --threads 2
 check "the model's FID equals its PNGs' ($png_fd)" "v == $png_fd" "$(score FID)"
 expect_ok "IS straight from the model" "$E" is --unet "$T/unet.h5" --vae "$T/vae.h5" --n 40 --steps 5 --is-splits 2
+expect_ok "train a tiny class-conditional UNet" "$B/ldm-train" --latents "$T/lat.h5" --out "$T/cu.h5" --steps 2 --base-channels 16 --batch 8 --threads 1 --eval-every 1000 --num-classes 10
+expect_ok "FID of all classes with guidance" "$E" fid --unet "$T/cu.h5" --vae "$T/vae.h5" --n 20 --steps 3 --class all --guidance 2 --ref "$T/ref.h5" --threads 2
+grep -q "^class accuracy 0\.[0-9]* (fmnist-cnn" "$T/out" && pass "a conditional model's class accuracy is printed" || fail "no class accuracy line"
+expect_fail "a class out of range" "give a class 0..9" "$E" fid --unet "$T/cu.h5" --vae "$T/vae.h5" --n 4 --class 10 --ref "$T/ref.h5"
 expect_fail "--unet without --n" "needs --vae and --n" "$E" fid --unet "$T/unet.h5" --vae "$T/vae.h5" --ref "$T/ref.h5"
 expect_fail "--class on an unconditional UNet" "unconditional" "$E" fid --unet "$T/unet.h5" --vae "$T/vae.h5" --n 4 --class 3 --ref "$T/ref.h5"
 # FD while training: the logged value is the FD ldm-eval gives the same

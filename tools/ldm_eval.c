@@ -189,10 +189,25 @@ static int side_from_model(Side *s, FeatNet *f, const Args *a, int logits) {
             y ? a->class_arg : "");
     Generator g;
     generator_init(&g, &m.u, &m.v, &m.sched, sp, m.scale, a->batch, a->unet, a->vae);
+    // With classes asked for and a classifier of as many classes, also how
+    // often it names the asked class.
+    int acc = y && f->n_logits == K;
     s->feat = xmalloc((size_t)a->n * f->dim * sizeof(float));
-    s->logits = logits ? xmalloc((size_t)a->n * f->n_logits * sizeof(float)) : NULL;
+    s->logits = logits || acc ? xmalloc((size_t)a->n * f->n_logits * sizeof(float)) : NULL;
     rc = generator_features(&g, f, a->n, y, (uint64_t)a->seed, s->feat, s->logits, 0);
     generator_free(&g);
+    if (rc == 0 && acc) {
+        int hit = 0;
+        for (int i = 0; i < a->n; i++) {
+            const float *l = s->logits + (size_t)i * K;
+            int best = 0;
+            for (int k = 1; k < K; k++)
+                if (l[k] > l[best]) best = k;
+            hit += best == y[i];
+        }
+        printf("class accuracy %.4f (%s's top class is the asked one, %d images)\n",
+               (double)hit / a->n, f->name, a->n);
+    }
     if (rc == 0) {
         featstats_compute(&s->st, s->feat, a->n, f->dim);
         meta_of(&s->meta, f);
