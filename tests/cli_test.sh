@@ -4,26 +4,7 @@
 # usage: cli_test.sh BUILD_DIR
 set -u
 B=$(cd "$1" && pwd)/tools
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-
-# expect_fail DESC PATTERN CMD...: exit code 1..127 and PATTERN in stderr.
-expect_fail() {
-    desc=$1 pat=$2; shift 2
-    "$@" >"$T/out" 2>"$T/err"; rc=$?
-    if [ $rc -ge 1 ] && [ $rc -lt 128 ] && grep -q -- "$pat" "$T/err"; then
-        echo "PASS $desc (exit $rc: $(grep -m1 -- "$pat" "$T/err"))"
-    else
-        echo "FAIL $desc (exit $rc, wanted a message matching '$pat')"; sed 's/^/    /' "$T/err" | tail -5
-        fails=$((fails + 1))
-    fi
-}
-expect_ok() {
-    desc=$1; shift
-    if "$@" >"$T/out" 2>"$T/err"; then echo "PASS $desc"
-    else echo "FAIL $desc (exit $?)"; sed 's/^/    /' "$T/err" | tail -5; fails=$((fails + 1)); fi
-}
+. "$(dirname "$0")/testlib.sh"
 
 for p in vae-train vae-encode vae-reconstruct vae-decode ldm-train ldm-sample; do
     expect_ok "$p --help" "$B/$p" --help
@@ -218,5 +199,4 @@ expect_fail "--p-uncond without --num-classes" "--p-uncond needs a class-conditi
 expect_fail "--p-uncond above 1" "--p-uncond must be at most 1" "$B/ldm-train" --latents "$T/kcls.h5" --out "$T/ku2.h5" --steps 1 --num-classes 3 --p-uncond 1.5 $K
 expect_fail "--num-classes negative" "--num-classes must be at least 0" "$B/ldm-train" --latents "$T/kcls.h5" --out "$T/ku2.h5" --steps 1 --num-classes -1 $K
 
-echo "cli_test: $fails failure(s)"
-[ $fails -eq 0 ]
+finish cli_test

@@ -7,26 +7,7 @@ set -u
 BUILD=$(cd "$1" && pwd)
 B=$BUILD/tools
 POKE=$BUILD/tests/h5poke
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-pass() { echo "PASS $*"; }
-fail() { echo "FAIL $*"; fails=$((fails + 1)); }
-expect_fail() {
-    desc=$1 pat=$2; shift 2
-    timeout 60 "$@" >"$T/out" 2>"$T/err"; rc=$?
-    if [ $rc -ge 1 ] && [ $rc -lt 124 ] && grep -q -- "$pat" "$T/err"; then
-        pass "$desc (exit $rc: $(grep -m1 -- "$pat" "$T/err" | cut -c1-160))"
-    else
-        fail "$desc (exit $rc, wanted a message matching '$pat')"; sed 's/^/    /' "$T/err" | tail -4
-    fi
-}
-expect_ok() {
-    desc=$1; shift
-    timeout 300 "$@" >"$T/out" 2>"$T/err"; rc=$?
-    if [ $rc -eq 0 ]; then pass "$desc"
-    else fail "$desc (exit $rc)"; sed 's/^/    /' "$T/err" | tail -4; fi
-}
+. "$(dirname "$0")/testlib.sh"
 # score NAME: the value on the last line of the last command's stdout, which
 # must read "NAME <number>".
 score() {
@@ -36,8 +17,8 @@ score() {
     *) echo "bad"; fail "last line of stdout is '$last', not '$1 <value>'" ;;
     esac
 }
-# check DESC AWK-CONDITION VALUE
-check() { if awk -v v="$3" "BEGIN { exit !($2) }"; then pass "$1 ($3)"; else fail "$1 ($3)"; fi; }
+# check_value DESC AWK-CONDITION VALUE: the condition on v holds.
+check_value() { if awk -v v="$3" "BEGIN { exit !($2) }"; then pass "$1 ($3)"; else fail "$1 ($3)"; fi; }
 
 E=$B/ldm-eval
 expect_ok "ldm-eval --help" "$E" --help
@@ -49,32 +30,32 @@ expect_fail "no arguments" "usage" "$E"
 # (shipped) network, from a build folder that is not the source tree's.
 expect_ok "stats of fashion-mnist-test" "$E" stats --data fashion-mnist-test --n 2000 --out "$T/ref.h5" --threads 2
 expect_ok "FID of the same images against them" "$E" fid --data fashion-mnist-test --n 2000 --ref "$T/ref.h5" --threads 2
-check "FID of a set against itself is ~0" "v < 1e-3 && v > -1e-3" "$(score FID)"
+check_value "FID of a set against itself is ~0" "v < 1e-3 && v > -1e-3" "$(score FID)"
 expect_ok "the training set's first 2,000 against them" "$E" fid --data fashion-mnist --n 2000 --ref "$T/ref.h5" --threads 2
 train_fd=$(score FID)
-check "train against test is small (< 10)" "v > 0 && v < 10" "$train_fd"
+check_value "train against test is small (< 10)" "v > 0 && v < 10" "$train_fd"
 
 # A folder of generated RGB images: far from Fashion-MNIST; against its own
 # statistics 0; KID and IS through the same reader.
 sh "$(dirname "$0")/../tools/gen-images.sh" "$T/img" 300 48 >/dev/null 2>&1 || fail "gen-images.sh"
 expect_ok "FID of generated RGB images" "$E" fid --images "$T/img" --ref "$T/ref.h5" --threads 2
 noise_fd=$(score FID)
-check "generated images are far from Fashion-MNIST (> 20 x train's)" "v > 20 * $train_fd" "$noise_fd"
+check_value "generated images are far from Fashion-MNIST (> 20 x train's)" "v > 20 * $train_fd" "$noise_fd"
 expect_ok "stats of the folder" "$E" stats --images "$T/img" --out "$T/img.h5" --threads 2
 expect_ok "FID of the folder against its own statistics" "$E" fid --images "$T/img" --ref "$T/img.h5" --threads 2
-check "folder against itself ~0" "v < 1e-3 && v > -1e-3" "$(score FID)"
+check_value "folder against itself ~0" "v < 1e-3 && v > -1e-3" "$(score FID)"
 expect_ok "FID from two statistics files" "$E" fid --stats "$T/img.h5" --ref "$T/ref.h5"
-check "statistics files give the folder's FID" "v == $noise_fd" "$(score FID)"
+check_value "statistics files give the folder's FID" "v == $noise_fd" "$(score FID)"
 expect_ok "KID of the folder against the test images" "$E" kid --images "$T/img" --ref "$T/ref.h5" --kid-subsets 20 --kid-size 200 --threads 2
-check "KID of noise is large (> 0.1)" "v > 0.1" "$(score KID)"
+check_value "KID of noise is large (> 0.1)" "v > 0.1" "$(score KID)"
 expect_ok "KID of the test images against themselves" "$E" kid --data fashion-mnist-test --n 2000 --ref "$T/ref.h5" --kid-subsets 20 --kid-size 500 --threads 2
 # (unnormalised features: KID's subset spread is large; compare with it)
 kid_sd=$(sed -n 's/^KID std \([0-9.e+-]*\) .*/\1/p' "$T/out")
-check "KID of a set against itself ~0 (within 3 std of the subsets, $kid_sd)" "v < 3 * $kid_sd && v > -3 * $kid_sd" "$(score KID)"
+check_value "KID of a set against itself ~0 (within 3 std of the subsets, $kid_sd)" "v < 3 * $kid_sd && v > -3 * $kid_sd" "$(score KID)"
 expect_ok "IS of the generated images" "$E" is --images "$T/img" --threads 2
 gen_is=$(score IS)
 expect_ok "IS of the test images" "$E" is --data fashion-mnist-test --n 2000 --threads 2
-check "IS of real images is high (> 5) and in [1, 10], generated ones lower" "v > 5 && v <= 10 && v > $gen_is" "$(score IS)"
+check_value "IS of real images is high (> 5) and in [1, 10], generated ones lower" "v > 5 && v <= 10 && v > $gen_is" "$(score IS)"
 
 # Mixed sizes: resized to the first image's side (documented).
 mkdir -p "$T/mixed/a" "$T/mixed/b"
@@ -92,7 +73,7 @@ expect_ok "ldm-sample 40 PNGs" "$B/ldm-sample" --unet "$T/unet.h5" --vae "$T/vae
 expect_ok "FID of the PNG folder" "$E" fid --images "$T/smp" --ref "$T/ref.h5" --threads 2
 png_fd=$(score FID)
 expect_ok "FID straight from the model" "$E" fid --unet "$T/unet.h5" --vae "$T/vae.h5" --n 40 --steps 5 --batch 16 --ref "$T/ref.h5" --threads 2
-check "the model's FID equals its PNGs' ($png_fd)" "v == $png_fd" "$(score FID)"
+check_value "the model's FID equals its PNGs' ($png_fd)" "v == $png_fd" "$(score FID)"
 expect_ok "IS straight from the model" "$E" is --unet "$T/unet.h5" --vae "$T/vae.h5" --n 40 --steps 5 --is-splits 2
 expect_ok "train a tiny class-conditional UNet" "$B/ldm-train" --latents "$T/lat.h5" --out "$T/cu.h5" --steps 2 --base-channels 16 --batch 8 --threads 1 --eval-every 1000 --num-classes 10
 expect_ok "FID of all classes with guidance" "$E" fid --unet "$T/cu.h5" --vae "$T/vae.h5" --n 20 --steps 3 --class all --guidance 2 --ref "$T/ref.h5" --threads 2
@@ -106,7 +87,7 @@ expect_ok "ldm-train --fid-every" "$B/ldm-train" --latents "$T/lat.h5" --out "$T
 logged=$(sed -n 's/^{"step": 4, "fd": \([0-9.e+-]*\)}$/\1/p' "$T/fu.h5.log.jsonl")
 [ -f "$T/fu.best.h5" ] && pass "--keep-best wrote fu.best.h5" || fail "--keep-best wrote no fu.best.h5"
 expect_ok "ldm-eval on the run's checkpoint" "$E" fid --unet "$T/fu.h5" --vae "$T/vae.h5" --n 40 --steps 5 --ref "$T/ref.h5" --threads 1
-check "the logged FD ($logged) is ldm-eval's" "v - $logged < 1e-3 && $logged - v < 1e-3" "$(score FID)"
+check_value "the logged FD ($logged) is ldm-eval's" "v - $logged < 1e-3 && $logged - v < 1e-3" "$(score FID)"
 expect_fail "--fid-every without --fid-ref" "needs --vae and --fid-ref" "$B/ldm-train" --latents "$T/lat.h5" --out "$T/fx.h5" --steps 1 --vae "$T/vae.h5" --fid-every 1
 cp "$T/ref.h5" "$T/ref-other.h5" && "$POKE" "$T/ref-other.h5" @net_hash str:0123456789abcdef
 expect_fail "--fid-ref of other network weights" "ref-other.h5" "$B/ldm-train" --latents "$T/lat.h5" --out "$T/fx.h5" --steps 1 --vae "$T/vae.h5" --fid-every 1 --fid-ref "$T/ref-other.h5"
@@ -129,8 +110,6 @@ expect_fail "is with a reference" "takes no reference" "$E" is --images "$T/img"
 # n smaller than the feature dimension (128): a warning, a finite FID.
 expect_ok "FID of 50 images (n < D)" "$E" fid --data fashion-mnist-test --n 50 --ref "$T/ref.h5"
 grep -qi "singular" "$T/err" && pass "n < D warns that the covariance is singular" || fail "no singular-covariance warning"
-check "FID with n < D is finite" "v == v + 0 && v > 0" "$(score FID)"
+check_value "FID with n < D is finite" "v == v + 0 && v > 0" "$(score FID)"
 
-echo
-if [ $fails -eq 0 ]; then echo "eval_cli: all passed"; else echo "eval_cli: $fails failed"; fi
-[ $fails -eq 0 ]
+finish eval_cli

@@ -20,32 +20,7 @@ set -u
 BUILD=$(cd "$1" && pwd)
 B=$BUILD/tools
 POKE=$BUILD/tests/h5poke
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-pass() { echo "PASS $*"; }
-fail() { echo "FAIL $*"; fails=$((fails + 1)); }
-
-# expect_fail DESC PATTERN CMD...: exit 1..127 (not a signal, not a timeout:
-# every command runs under `timeout 20`) and PATTERN in stderr.
-expect_fail() {
-    desc=$1 pat=$2; shift 2
-    timeout 20 "$@" >"$T/out" 2>"$T/err"; rc=$?
-    if [ $rc -ge 1 ] && [ $rc -lt 124 ] && grep -q -- "$pat" "$T/err"; then
-        pass "$desc (exit $rc: $(grep -m1 -- "$pat" "$T/err" | cut -c1-160))"
-    else
-        fail "$desc (exit $rc, wanted a message matching '$pat')"; sed 's/^/    /' "$T/err" | tail -4
-    fi
-}
-expect_ok() {
-    desc=$1; shift
-    timeout 60 "$@" >"$T/out" 2>"$T/err"; rc=$?
-    if [ $rc -eq 0 ]; then pass "$desc"
-    else fail "$desc (exit $rc)"; sed 's/^/    /' "$T/err" | tail -4; fi
-}
-# check DESC CMD...: CMD must succeed.
-check() { d=$1; shift; if "$@"; then pass "$d"; else fail "$d"; fi; }
-no_tmp() { ! ls "$1".tmp.* >/dev/null 2>&1; }
+. "$(dirname "$0")/testlib.sh"
 
 # Tiny models: a VAE, its cache, a UNet.
 V="--data fashion-mnist-test --batch 16 --base-channels 4 --threads 1 --eval-every 1000"
@@ -281,5 +256,4 @@ poke ku.h5 k-kf.h5 @num_classes 10.5
 expect_fail "a checkpoint with num_classes 10.5" "k-kf.h5: attribute 'num_classes' is a floating-point number" "$B/ldm-train" --latents "$T/klat.h5" --out "$T/k-kf.h5" --steps 2 --resume --threads 1
 check "  ... the refused checkpoint is left as it was" cmp -s "$T/k-p2.h5" "$T/k-p2.before"
 
-echo "hostile_cli: $fails failure(s)"
-[ $fails -eq 0 ]
+finish hostile_cli

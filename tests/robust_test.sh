@@ -20,13 +20,7 @@ if ! command -v h5diff >/dev/null 2>&1 || ! command -v h5dump >/dev/null 2>&1; t
     echo "robust_test: h5diff/h5dump not found (apt-get install hdf5-tools)"
     exit 77 # meson: skipped
 fi
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-pass() { echo "PASS $*"; }
-fail() { echo "FAIL $*"; fails=$((fails + 1)); }
-# check DESC CMD...: CMD must succeed.
-check() { d=$1; shift; if "$@"; then pass "$d"; else fail "$d"; fi; }
+. "$(dirname "$0")/testlib.sh"
 
 # run NAME CMD...: runs CMD with stdout+stderr in $T/NAME.err, sets $rc.
 run() { n=$1; shift; "$@" >"$T/$n.err" 2>&1; rc=$?; }
@@ -50,7 +44,6 @@ same_losses() {
 }
 # ckpt_step FILE: the root attribute `step`.
 ckpt_step() { h5dump -a /step "$1" 2>/dev/null | sed -n 's/.*(0): \([0-9-]*\).*/\1/p'; }
-no_tmp() { ! ls "$1".tmp.* >/dev/null 2>&1; }
 # wait_lines LOG N: waits (up to 60 s) until LOG has N training records.
 wait_lines() {
     i=0
@@ -294,5 +287,4 @@ check "--num-classes on the cache without labels: exit 1 (got $rc) naming it" \
     test $rc -eq 1 -a -n "$(grep "small.h5: the cache has no labels" "$T/kn.err")"
 check "... and no checkpoint written" test ! -e "$T/kn.h5"
 
-echo "robust_test: $fails failure(s)"
-[ $fails -eq 0 ]
+finish robust_test
