@@ -3,14 +3,20 @@
 // tests/reference/gen_sampler.py's sampler.h5 (the narrow UNet of unet.h5,
 // replaying the reference's per-step noise); the hook (jump back), the
 // timesteps and the errors of sample_run; bit-identical sampling at 1 and 2
-// threads for every sampler.
+// threads for every sampler. ldm-edit's rules (tools/edit.c) against
+// edit.h5: the img2img start step and start latent, the latent mask, and
+// inpainting runs (the hook's replacement and RePaint's jump-backs) of the
+// narrow UNet; the pixel composite and mask files.
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
+#include "edit.h"
+#include "image.h"
 #include "rng.h"
 #include "sampler.h"
 #include "schedule.h"
@@ -410,6 +416,227 @@ static void test_guided(UNet *g) {
     schedule_free(&lin);
 }
 
+// ---- ldm-edit (tools/edit.c) against edit.h5
+
+#define EDIT "edit.h5"
+#define ES 32 // the pixel side of edit.h5's masks (latents 8 x 8)
+
+// Latent masks from edit.h5's pixel masks by edit_latent_mask, checked against
+// the mirror's; lat (B, 8, 8).
+static void edit_masks(uint8_t *lat) {
+    size_t n;
+    float *px = golden_read(EDIT, "px", &n), *ref = golden_read(EDIT, "lat", &n);
+    CHECK(n == B * 64);
+    uint8_t pm[ES * ES];
+    int same = 1, any = 0;
+    for (int b = 0; b < B; b++) {
+        for (int i = 0; i < ES * ES; i++) pm[i] = px[b * ES * ES + i] > 0.5f;
+        edit_latent_mask(lat + b * 64, pm, ES, 8);
+        for (int i = 0; i < 64; i++)
+            same &= lat[b * 64 + i] == (ref[b * 64 + i] > 0.5f), any |= lat[b * 64 + i];
+    }
+    check_true("edit: latent mask (a cell to fill when any pixel of its 4x4 block is) = the mirror's",
+               same && any);
+    free(px), free(ref);
+}
+
+static void test_edit_goldens(UNet *u) {
+    size_t n;
+    int *st = golden_read_int(EDIT, "starts", &n);
+    CHECK(n % 3 == 0);
+    int ok = 1;
+    for (size_t i = 0; i < n; i += 3) ok &= edit_start_step(st[i] / 1e6, st[i + 1]) == st[i + 2];
+    check_true("edit: img2img start steps n - max(1, round(s n)) = the mirror's (63 pairs)",
+               ok && n == 63 * 3);
+    free(st);
+
+    float *x0 = golden_read(EDIT, "x0", &n);
+    CHECK(n == NL);
+    float *start_noise = golden_read(EDIT, "start_noise", &n);
+    float *noise = golden_read(EDIT, "noise", &n);
+    size_t draws_max = n / NL;
+    float *hook_noise = golden_read(EDIT, "hook_noise", &n);
+    CHECK(n == draws_max * NL);
+    Schedule lin;
+    CHECK(schedule_init(&lin, 1000, "linear", "test") == 0);
+    float *x = xmalloc(NL * sizeof *x);
+
+    // img2img: the start latent of strength 0.3 over DDIM-10; pure noise at start 0.
+    int *spec = golden_read_int(EDIT, "img2img_start/spec", &n);
+    SampleSpec sp = sample_spec(SAMPLER_DDIM, spec[1], PRED_EPS);
+    sp.start = edit_start_step(spec[0] / 1e6, spec[1]);
+    check_true("edit: strength 0.3 of 10 steps starts at step 7", sp.start == spec[2] && sp.start == 7);
+    free(spec);
+    memcpy(x, start_noise, NL * sizeof *x);
+    edit_start_latent(x, &lin, &sp, x0, B, NL / B);
+    float *ref = golden_read(EDIT, "img2img_start/x_start", &n);
+    check_close("edit: img2img start latent (x0 noised to t = 200, replayed noise)", x, ref, NL, 1e-6);
+    free(ref);
+    sp.start = 0;
+    memcpy(x, start_noise, NL * sizeof *x);
+    edit_start_latent(x, &lin, &sp, x0, B, NL / B);
+    check_true("edit: start 0 is the noise itself", memcmp(x, start_noise, NL * sizeof *x) == 0);
+
+    uint8_t lat[B * 64];
+    edit_masks(lat);
+
+    int *names = golden_read_int(EDIT, "cases", &n);
+    char *list = xmalloc(n + 1);
+    for (size_t i = 0; i < n; i++) list[i] = (char)names[i];
+    list[n] = 0;
+    free(names);
+    int ncases = 0;
+    for (char *save, *name = strtok_r(list, "\n", &save); name; name = strtok_r(NULL, "\n", &save)) {
+        char ds[96];
+        snprintf(ds, sizeof ds, "%s/spec", name);
+        float *f = golden_read(EDIT, ds, &n);
+        CHECK(n == 6);
+        int T = (int)f[2], R = (int)f[5];
+        sp = sample_spec((SamplerKind)f[0], (int)f[3], (int)f[1]);
+        sp.eta = f[4];
+        free(f);
+        snprintf(ds, sizeof ds, "%s/ints", name);
+        int *iv = golden_read_int(EDIT, ds, &n);
+        CHECK(n == 3);
+        Schedule s;
+        CHECK(schedule_init(&s, T, "linear", "test") == 0);
+        int nsteps = sampler_timesteps(&sp, &s, NULL);
+        sp.start = edit_start_step(iv[0] / 1e6, nsteps);
+        memcpy(x, start_noise, NL * sizeof *x);
+        edit_start_latent(x, &s, &sp, x0, B, NL / B);
+        Inpaint inp;
+        edit_inpaint_init(&inp, &s, &sp, B, 4, 8, R);
+        inp.x0 = x0, inp.fill = lat, inp.noise = hook_noise;
+        snprintf(ds, sizeof ds, "%s/traj", name);
+        ref = golden_read(EDIT, ds, &n);
+        int runs = (int)(n / NL);
+        CHECK(runs <= (int)draws_max && runs == (nsteps - sp.start) * R);
+        float *traj = xmalloc((size_t)runs * NL * sizeof *traj);
+        sp.noise = noise, sp.traj = traj, sp.hook = edit_inpaint_hook, sp.ctx = &inp;
+        char what[160];
+        snprintf(what, sizeof what, "edit: %s (%s, %s, steps %d..%d, resample %d): every x_t", name,
+                 sampler_name(sp.kind), prediction_name(sp.prediction), sp.start, nsteps - 1, R);
+        check_true("edit: start step = the mirror's", sp.start == iv[1]);
+        check_true("sample_run with the inpainting hook returns 0",
+                   sample_run(u, &s, x, B, &sp, NULL) == 0);
+        check_close(what, traj, ref, n, 1e-4);
+        free(ref);
+        snprintf(ds, sizeof ds, "%s/x_final", name);
+        ref = golden_read(EDIT, ds, &n);
+        check_close("  x_0 after the last hook", x, ref, NL, 1e-4);
+        int kept = 1;
+        for (size_t j = 0; j < NL; j++)
+            if (!lat[j / (4 * 64) * 64 + j % 64]) kept &= x[j] == x0[j];
+        check_true("  the kept cells of x_0 are the input's latent, bit for bit", kept);
+        check_true("  the hook drew the mirror's noise entries", inp.draws == iv[2]);
+        free(ref), free(traj), free(iv);
+        edit_inpaint_free(&inp);
+        schedule_free(&s);
+        ncases++;
+    }
+    check_true("edit.h5 holds the 6 inpainting cases", ncases == 6);
+
+    // The hook's rng noise is the replayed noise of the same stream; an
+    // inpainting run is bit-identical at 1 and 2 threads.
+    float *got[3];
+    for (int run = 0; run < 3; run++) {
+        sp = sample_spec(SAMPLER_DDIM, 5, PRED_V);
+        sp.eta = 0.5f, sp.start = 1;
+        Inpaint inp;
+        edit_inpaint_init(&inp, &lin, &sp, B, 4, 8, 2);
+        inp.x0 = x0, inp.fill = lat;
+        Rng r, hr;
+        rng_init(&r, 8);
+        rng_init(&hr, 9);
+        inp.rng = hr;
+        float *buf = NULL;
+        if (run == 2) { // replay what hr draws
+            buf = xmalloc(draws_max * NL * sizeof *buf);
+            rng_normal_fill(&hr, buf, draws_max * NL);
+            inp.noise = buf;
+        }
+        set_threads(run == 1 ? 2 : 1);
+        got[run] = xmalloc(NL * sizeof(float));
+        memcpy(got[run], start_noise, NL * sizeof(float));
+        edit_start_latent(got[run], &lin, &sp, x0, B, NL / B);
+        sp.hook = edit_inpaint_hook, sp.ctx = &inp;
+        CHECK(sample_run(u, &lin, got[run], B, &sp, &r) == 0);
+        edit_inpaint_free(&inp);
+        free(buf);
+    }
+    check_true("edit: inpainting (DDIM eta 0.5, resample 2, rng noise) bit-identical at 1 and 2 threads",
+               memcmp(got[0], got[1], NL * sizeof(float)) == 0);
+    check_true("edit: the hook's rng noise = the replay of the same stream",
+               memcmp(got[0], got[2], NL * sizeof(float)) == 0);
+    for (int run = 0; run < 3; run++) free(got[run]);
+    free(list), free(x0), free(start_noise), free(noise), free(hook_noise), free(x);
+    schedule_free(&lin);
+}
+
+// The pixel composite: the input's own bytes from EDIT_BLEND_PX pixels off
+// the mask, the decoded pixel on it, a linear blend in the distance between.
+static void test_edit_composite(void) {
+    enum { S = 16, C = 3 };
+    uint8_t in[S * S * C], out[S * S * C], px[S * S] = {0}, want[S * S * C];
+    float dec[C * S * S];
+    Rng r;
+    rng_init(&r, 4);
+    rng_uniform_fill(&r, dec, C * S * S, -1.2f, 1.2f);
+    for (int i = 0; i < S * S * C; i++) in[i] = (uint8_t)rng_below(&r, 256);
+    px[5 * S + 6] = px[5 * S + 7] = 1; // two pixels to fill at (x 6..7, y 5)
+    edit_composite(out, in, dec, px, C, S);
+    int ok_far = 1, ok_in = 1, ok_blend = 1, nfar = 0, nblend = 0;
+    for (int y = 0; y < S; y++)
+        for (int x = 0; x < S; x++) {
+            double d = fmin(hypot(x - 6, y - 5), hypot(x - 7, y - 5));
+            for (int c = 0; c < C; c++) {
+                int i = (y * S + x) * C + c;
+                float v = dec[c * S * S + y * S + x], a = (float)(1 - d / EDIT_BLEND_PX);
+                if (d >= EDIT_BLEND_PX) ok_far &= out[i] == in[i], nfar += c == 0;
+                else if (d == 0) ok_in &= out[i] == image_pixel_u8(v);
+                else {
+                    uint8_t w = image_pixel_u8(a * v + (1 - a) * (in[i] / 127.5f - 1));
+                    ok_blend &= abs(out[i] - w) <= 1, nblend += c == 0;
+                }
+            }
+        }
+    check_true("edit composite: pixels >= 4 px from the mask are the input's bytes",
+               ok_far && nfar > 200);
+    check_true("edit composite: pixels to fill are the decoded image's", ok_in);
+    check_true("edit composite: pixels within 4 px blend linearly in the distance",
+               ok_blend && nblend > 30);
+    edit_composite(out, in, dec, NULL, C, S);
+    image_to_u8(want, dec, C, S, S);
+    check_true("edit composite without a mask: the decoded image", memcmp(out, want, sizeof out) == 0);
+
+    // Mask files: the 128 threshold, nearest resizing, not an image.
+    char dir[] = "/tmp/test_edit_XXXXXX", path[64];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/m.png", dir);
+    enum { MW = 48, MH = 40 };
+    uint8_t m[MW * MH];
+    for (int i = 0; i < MW * MH; i++) m[i] = (uint8_t)rng_below(&r, 256);
+    // pixel (x, y) takes the mask's (floor((x + 0.5) MW / S), floor((y + 0.5) MH / S)):
+    // (1, 1) for (0, 0), (4, 1) for (1, 0)
+    m[1 * MW + 1] = 128, m[1 * MW + 4] = 127;
+    CHECK(png_write(path, m, MW, MH, 1) == 0);
+    int resized = 0;
+    CHECK(edit_mask_load(px, path, S, &resized) == 0);
+    int ok = px[0] == 1 && px[1] == 0;
+    for (int y = 0; y < S; y++)
+        for (int x = 0; x < S; x++)
+            ok &= px[y * S + x] ==
+                  (m[(2 * y + 1) * MH / (2 * S) * MW + (2 * x + 1) * MW / (2 * S)] >= 128);
+    check_true("edit mask: grey >= 128 to fill; 48x40 resized (nearest, pixel centres) to 16x16",
+               ok && resized);
+    FILE *fp = fopen(path, "wb");
+    CHECK(fp && fputs("not a picture", fp) >= 0 && fclose(fp) == 0);
+    check_true("edit mask: a file that is not an image is refused",
+               edit_mask_load(px, path, S, &resized) < 0);
+    remove(path);
+    rmdir(dir);
+}
+
 int main(void) {
     test_schedules();
     UNet u, g;
@@ -420,6 +647,8 @@ int main(void) {
     test_api(&u);
     test_threads(&u);
     test_guided(&g);
+    test_edit_goldens(&u);
+    test_edit_composite();
     unet_free(&u);
     unet_free(&g);
     return test_summary("test_sampler");

@@ -24,25 +24,6 @@
 #include "unet_ckpt.h"
 #include "vae_ckpt.h"
 
-// Creates folder `dir` and its missing parents (mkdir -p).
-static int make_dir(const char *dir) {
-    char *p = xmalloc(strlen(dir) + 1);
-    strcpy(p, dir);
-    int rc = 0;
-    for (char *s = p + 1; *s && rc == 0; s++) {
-        if (*s != '/') continue;
-        *s = 0;
-        if (mkdir(p, 0777) != 0 && errno != EEXIST)
-            rc = errorf("%s: cannot create folder: %s", p, strerror(errno));
-        *s = '/';
-    }
-    if (rc == 0 && mkdir(p, 0777) != 0 && errno != EEXIST)
-        rc = errorf("%s: cannot create folder: %s", p, strerror(errno));
-    if (rc == 0 && access(p, W_OK) != 0) rc = errorf("%s: folder is not writable", p);
-    free(p);
-    return rc;
-}
-
 // Writes images first .. first + b - 1 of (b, C, S, S) x as <dir>/<index>.png.
 static int write_pngs(const char *dir, const float *x, int first, int b, int C, int S) {
     size_t img = (size_t)C * S * S;
@@ -56,28 +37,6 @@ static int write_pngs(const char *dir, const float *x, int first, int b, int C, 
     }
     free(px);
     return rc;
-}
-
-// --class: "all" (-1), a class number or a class name of `names` (the
-// checkpoint's CLASS_NAMES_ATTR, "" when it has none). -2 with a message when
-// it is none of these.
-static int parse_class(const char *v, int K, const char *names, const char *unet_path) {
-    if (!strcmp(v, "all")) return -1;
-    char *end;
-    errno = 0;
-    long y = strtol(v, &end, 10);
-    if (end != v && !*end) {
-        if (!errno && y >= 0 && y < K) return (int)y;
-        return errorf("ldm-sample: --class %s is out of range: %s has classes 0..%d", v,
-                      unet_path, K - 1), -2;
-    }
-    char name[ATTR_STR_MAX];
-    for (int k = 0; k < K; k++) {
-        class_name_get(name, sizeof name, names, k);
-        if (name[0] && !strcmp(name, v)) return k;
-    }
-    return errorf("ldm-sample: --class '%s' is neither 'all', a class number 0..%d nor a class "
-                  "name of %s", v, K - 1, unet_path), -2;
 }
 
 int main(int argc, char **argv) {
@@ -126,7 +85,7 @@ int main(int argc, char **argv) {
     if ((out && check_output_path((PathArg){"--out", out}, OUT_FILE, inputs, 2)) ||
         (out_dir && check_output_path((PathArg){"--out-dir", out_dir}, OUT_DIR, inputs, 2)))
         return 1;
-    if (out_dir && make_dir(out_dir)) return 1;
+    if (out_dir && tool_make_dir(out_dir)) return 1;
     set_threads(threads);
     h5_quiet();
 
@@ -140,19 +99,10 @@ int main(int argc, char **argv) {
     const int T = m.T, K = m.u.cfg.num_classes;
     if (kind != SAMPLER_DDPM && (steps < 1 || steps > T))
         return errorf("ldm-sample: --steps %d must be in [1, T = %d] for %s", steps, T, sampler), 2;
-    int cls = -3; // -3: no --class (the null class on a conditional UNet), -1: all
-    if (class_arg) {
-        if (K == 0)
-            return errorf("ldm-sample: --class: %s is an unconditional UNet (trained without "
-                          "--num-classes)", unet_path), 2;
-        if ((cls = parse_class(class_arg, K, m.class_names, unet_path)) == -2) return 2;
-    } else if (args_given(opts, no, "--guidance")) {
-        warnf("ldm-sample: --guidance without --class has no effect");
-    }
-    if (class_arg && guidance != 1.0 && m.no_dropout)
-        warnf("ldm-sample: %s was trained without label dropout (p_uncond 0): its null class "
-              "was never learnt, so guidance %g mixes in an untrained prediction", unet_path,
-              guidance);
+    // -3: no --class (the null class on a conditional UNet), -1: all
+    int cls = sample_class_arg(&m, unet_path, class_arg, 1, args_given(opts, no, "--guidance"),
+                               guidance, "ldm-sample");
+    if (cls == -2) return 2;
     if (sample_model_load_vae(&m, unet_path, vae_path, batch)) return 1;
     const int rows = cls == -1 ? K : 1; // --class all: a grid row per class
     const int C = m.v.cfg.in_channels, S = m.v.cfg.image_size;

@@ -1,14 +1,17 @@
 #include "toolkit.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <hdf5.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common.h"
+#include "edit.h"
 #include "image.h"
 #include "paths.h"
 #include "progress.h"
@@ -16,6 +19,24 @@
 #include "vae_ckpt.h"
 
 int default_threads(void) { return omp_get_num_procs(); }
+
+int tool_make_dir(const char *dir) {
+    char *p = xmalloc(strlen(dir) + 1);
+    strcpy(p, dir);
+    int rc = 0;
+    for (char *s = p + 1; *s && rc == 0; s++) {
+        if (*s != '/') continue;
+        *s = 0;
+        if (mkdir(p, 0777) != 0 && errno != EEXIST)
+            rc = errorf("%s: cannot create folder: %s", p, strerror(errno));
+        *s = '/';
+    }
+    if (rc == 0 && mkdir(p, 0777) != 0 && errno != EEXIST)
+        rc = errorf("%s: cannot create folder: %s", p, strerror(errno));
+    if (rc == 0 && access(p, W_OK) != 0) rc = errorf("%s: folder is not writable", p);
+    free(p);
+    return rc;
+}
 
 void tool_process_init(void) {
     // Past a file-size limit (ulimit -f) the kernel sends SIGXFSZ, whose
@@ -139,6 +160,45 @@ int sample_model_load_vae(SampleModel *m, const char *unet_path, const char *vae
     return 0;
 }
 
+int sample_class_arg(const SampleModel *m, const char *unet_path, const char *class_arg,
+                     int allow_all, int guidance_given, double guidance, const char *prog) {
+    const int K = m->u.cfg.num_classes;
+    if (!class_arg) {
+        if (guidance_given) warnf("%s: --guidance without --class has no effect", prog);
+        return -3;
+    }
+    if (K == 0)
+        return errorf("%s: --class: %s is an unconditional UNet (trained without "
+                      "--num-classes)", prog, unet_path), -2;
+    int cls = -2;
+    char *end;
+    errno = 0;
+    long y = strtol(class_arg, &end, 10);
+    if (!strcmp(class_arg, "all") && allow_all) {
+        cls = -1;
+    } else if (end != class_arg && !*end) {
+        if (errno || y < 0 || y >= K)
+            return errorf("%s: --class %s is out of range: %s has classes 0..%d", prog,
+                          class_arg, unet_path, K - 1), -2;
+        cls = (int)y;
+    } else {
+        char name[ATTR_STR_MAX];
+        for (int k = 0; k < K && cls == -2; k++) {
+            class_name_get(name, sizeof name, m->class_names, k);
+            if (name[0] && !strcmp(name, class_arg)) cls = k;
+        }
+        if (cls == -2)
+            return errorf("%s: --class '%s' is neither %sa class number 0..%d nor a class name "
+                          "of %s", prog, class_arg, allow_all ? "'all', " : "", K - 1,
+                          unet_path), -2;
+    }
+    if (guidance != 1.0 && m->no_dropout)
+        warnf("%s: %s was trained without label dropout (p_uncond 0): its null class was never "
+              "learnt, so guidance %g mixes in an untrained prediction", prog, unet_path,
+              guidance);
+    return cls;
+}
+
 void sample_model_free(SampleModel *m) {
     unet_free(&m->u);
     if (m->has_vae) vae_free(&m->v);
@@ -150,7 +210,7 @@ void sample_model_free(SampleModel *m) {
 void generator_init(Generator *g, UNet *u, Vae *v, const Schedule *sched, SampleSpec spec,
                     double scale, int max_b, const char *unet_what, const char *vae_what) {
     CHECK(max_b >= 1);
-    *g = (Generator){u, v, sched, spec, scale, unet_what, vae_what, max_b, NULL};
+    *g = (Generator){u, v, sched, spec, scale, unet_what, vae_what, max_b, NULL, NULL};
     size_t ln = (size_t)u->cfg.latent_channels * u->cfg.latent_size * u->cfg.latent_size;
     g->z = xmalloc_aligned(((size_t)max_b * ln + 1) * sizeof(float));
 }
@@ -175,6 +235,10 @@ int generator_run(Generator *g, float *x, int64_t i0, int b, int64_t bi, const i
     xr.counter = first & ~(uint64_t)1;
     rng_normal_fill(&xr, g->z, (size_t)b * ln + (first & 1));
     float *zb = g->z + (first & 1); // (b, Z, h, w)
+    if (g->spec.start > 0) {
+        CHECK(g->x0 != NULL);
+        edit_start_latent(zb, g->sched, &g->spec, g->x0, b, ln);
+    }
     Rng r = rng_derive(&rng, (uint64_t)bi);
     SampleSpec sp = g->spec;
     sp.y = y;

@@ -7,6 +7,10 @@
 // Default thread count: all cores the process may use.
 int default_threads(void);
 
+// Creates folder `dir` and its missing parents (mkdir -p); -1 with a message
+// naming the folder that cannot be created or written.
+int tool_make_dir(const char *dir);
+
 // First call in the main() of every program that writes checkpoints or
 // caches: a file that cannot be written must end in a message and a
 // non-zero exit, not in a signal (see toolkit.c).
@@ -56,6 +60,14 @@ int sample_model_load(SampleModel *m, const char *unet_path, const char *weights
                       int unet_batch);
 int sample_model_load_vae(SampleModel *m, const char *unet_path, const char *vae_path,
                           int vae_batch);
+// ldm-sample's --class and --guidance rules for the UNet of m, messages
+// from `prog`: the class 0..K-1 (a number or a class name of m), -1 for
+// "all" (only when allow_all), -3 without --class (the null class on a
+// conditional UNet; warns when guidance_given), or -2 with a message (--class
+// on an unconditional UNet, out of range, no such name). Warns when a class
+// meets guidance != 1 on a UNet trained without label dropout.
+int sample_class_arg(const SampleModel *m, const char *unet_path, const char *class_arg,
+                     int allow_all, int guidance_given, double guidance, const char *prog);
 void sample_model_free(SampleModel *m);
 
 // Latents drawn by a UNet with a sampler, divided by the cache's scale factor
@@ -69,6 +81,10 @@ typedef struct {
     const char *unet_what, *vae_what; // files, for messages
     int max_b;          // images per call
     float *z;           // (max_b, Z, h, w) + 1 latents
+    // Editing (ldm-edit): with spec.start > 0, the clean latents (b, Z, h, w)
+    // of the next call's images, noised to the start step (edit_start_latent);
+    // NULL otherwise (generator_init).
+    const float *x0;
 } Generator;
 
 // u's max_batch must hold max_b (2 max_b with guidance on a conditional UNet).
@@ -78,7 +94,8 @@ void generator_free(Generator *g);
 // Images i0 .. i0 + b - 1 of the run seeded `seed` into x (b, C, S, S), with
 // class labels y (b) or NULL. x_T of image i is values [i ln, (i + 1) ln) of
 // one stream over all images (ln = Z h w), so it depends on neither the batch
-// nor the number of images; the step noise of stochastic samplers comes from
+// nor the number of images (with x0 and spec.start > 0: the noise that takes
+// x0 to the start step); the step noise of stochastic samplers comes from
 // stream `bi` (the batch's index). -1 with a message naming the file when the
 // latents or the images are not finite (broken weights).
 int generator_run(Generator *g, float *x, int64_t i0, int b, int64_t bi, const int *y,

@@ -1,9 +1,10 @@
-"""Writes the sampler goldens: tests/golden/sampler.h5.
+"""Writes the sampler goldens: tests/golden/sampler.h5, and ldm-edit's:
+tests/golden/edit.h5 (see write_edit below).
 
 Run with Debian's torch, after gen_unet.py (the unconditional cases run the
 narrow UNet whose weights gen_unet.py writes into unet.h5; sampler.h5 records a
 checksum of them, so a stale file fails the test instead of drifting):
-    /usr/bin/python3 tests/reference/gen_sampler.py [out.h5 (default: the golden)]
+    /usr/bin/python3 tests/reference/gen_sampler.py [out.h5 [edit.h5] (default: the goldens)]
 
 Every case is a group: spec (float32: kind (sampler_mirror.KINDS index),
 prediction, cosine schedule, T, steps, start, model (0: the narrow UNet of
@@ -156,6 +157,86 @@ def main():
                 _, ref = (M.ddim_sample(u, sched, x, steps, eta, pred, noise) if kind == 'ddim'
                           else M.ddpm_sample(u, sched, x, pred, noise))
                 assert torch.allclose(torch.stack(traj), torch.stack(ref), rtol=0, atol=1e-12), name
+    print(f'{os.path.relpath(path)}: {os.path.getsize(path)} bytes')
+    write_edit(sys.argv[2] if len(sys.argv) > 2 else os.path.join(GOLDEN, 'edit.h5'), u, flat)
+
+
+# ---- ldm-edit (tools/edit.c): the img2img start, the latent mask and the
+# inpainting hook over whole runs of the narrow UNet, with its own generator
+# so that sampler.h5 stays what it was.
+#
+# edit.h5 (strengths s as integers s * 10^6): starts (n, 3) int32 rows
+# (s, steps, start); x0, noise (EDIT_DRAWS, B, Z, h, w) (the sampler's step
+# noise), hook_noise (the same shape: the hook's draws), start_noise, px (B, S,
+# S) pixel masks, lat (B, h, h) their latent masks; img2img_start: spec (s,
+# steps, start) and x_start (DDIM on the linear schedule); 'cases' as
+# sampler.h5's, each a group: spec (kind, prediction, T, steps, eta, resample),
+# ints (s, start, hook noise entries used), traj (runs, B, Z, h, w) x after
+# every step run (before the hook), x_final (x_0 after the last hook call).
+EDIT_DRAWS, EDIT_S = 14, 32
+
+
+def write_edit(path, u, flat):
+    gen = torch.Generator().manual_seed(2024)
+    x0 = randn(gen, B, 4, 8, 8)
+    noise = randn(gen, EDIT_DRAWS, B, 4, 8, 8)
+    hook_noise = randn(gen, EDIT_DRAWS, B, 4, 8, 8)
+    start_noise = randn(gen, B, 4, 8, 8)
+    # Pixel masks: a rectangle each, with edges inside latent cells (so the
+    # any-pixel rule matters) and a stray pixel.
+    px = torch.zeros(B, EDIT_S, EDIT_S, dtype=torch.float64)
+    px[0, 5:14, 9:23] = 1
+    px[0, 30, 1] = 1
+    px[1, 17:32, 0:11] = 1
+    px[1, 2, 29] = 1
+    lat = S.edit_latent_mask(px, 8)
+    assert 0 < lat.sum() < lat.numel()
+
+    # Strengths in millionths, so that C divides the same integers.
+    starts = []
+    for n in (1, 5, 7, 10, 20, 50, 1000):
+        for ppm in (1, 100000, 250000, 300000, 500000, 750000, 900000, 990000, 1000000):
+            starts.append((ppm, n, S.edit_start_step(ppm / 1e6, n)))
+
+    lin = M.Schedule('linear', 1000)
+    # name: kind, prediction, T, steps, eta, strength (millionths), resample
+    cases = [
+        ('inpaint_ddim', 'ddim', M.PRED_EPS, 1000, 5, 0.0, 1000000, 1),
+        ('inpaint_ddim_r3', 'ddim', M.PRED_EPS, 1000, 4, 0.0, 750000, 3),
+        ('inpaint_ddim_eta_v', 'ddim', M.PRED_V, 1000, 5, 0.8, 600000, 2),
+        ('inpaint_euler_a_r2', 'euler_a', M.PRED_V, 1000, 4, 0.0, 1000000, 2),
+        ('inpaint_dpmpp2m_r2', 'dpmpp2m', M.PRED_EPS, 1000, 4, 0.0, 1000000, 2),
+        ('inpaint_ddpm_r2', 'ddpm', M.PRED_EPS, 8, 0, 0.0, 500000, 2),
+    ]
+    with h5py.File(path, 'w', libver='latest') as f:
+        put(f, 'unet_checksum', [checksum(flat)], np.float64)
+        put(f, 'starts', starts, np.int32)
+        for name, v in (('x0', x0), ('noise', noise), ('hook_noise', hook_noise),
+                        ('start_noise', start_noise), ('px', px), ('lat', lat)):
+            put(f, name, v)
+        # img2img: the start latent of strength 0.3 on DDIM-10.
+        ts = S.timesteps('ddim', lin, 10)
+        start = S.edit_start_step(0.3, 10)
+        g = f.create_group('img2img_start')
+        put(g, 'spec', [300000, 10, start], np.int32)
+        put(g, 'x_start', S.edit_start_latent(lin, ts, start, x0, start_noise))
+        put(f, 'cases', np.frombuffer('\n'.join(c[0] for c in cases).encode(), np.uint8),
+            np.uint8)
+        for name, kind, pred, T, steps, eta, ppm, R in cases:
+            sched = lin if T == 1000 else M.Schedule('linear', T)
+            ts = S.timesteps(kind, sched, steps)
+            start = S.edit_start_step(ppm / 1e6, len(ts))
+            x = S.edit_start_latent(sched, ts, start, x0, start_noise)
+            hook, state = S.edit_inpaint_hook(sched, ts, x0, lat, R, hook_noise)
+            xf, traj = S.sample(u, sched, x, kind, steps, eta, pred, noise, start, hook)
+            assert len(traj) == (len(ts) - start) * R <= EDIT_DRAWS and state['draws'] <= EDIT_DRAWS
+            keep = (1 - lat).unsqueeze(1).bool().expand_as(xf)
+            assert torch.equal(xf[keep], x0[keep]), name
+            g = f.create_group(name)
+            put(g, 'spec', [S.KINDS.index(kind), pred, T, steps, eta, R])
+            put(g, 'ints', [ppm, start, state['draws']], np.int32)
+            put(g, 'traj', torch.stack(traj))
+            put(g, 'x_final', xf)
     print(f'{os.path.relpath(path)}: {os.path.getsize(path)} bytes')
 
 

@@ -13,7 +13,8 @@ the C samplers can replay it. Conventions (the same as sampler.h):
   - guidance: o = o(x, t, K) + w (o(x, t, y) - o(x, t, K)) on the network
     output (eps or v).
 DDIM and DDPM are also in unet_mirror.py (ddim_sample, ddpm_sample, used by
-the benchmarks); gen_sampler.py checks that both agree.
+the benchmarks); gen_sampler.py checks that both agree. At the end: ldm-edit's
+rules (tools/edit.c): the img2img start, the latent mask, the inpainting hook.
 """
 import math
 
@@ -58,9 +59,13 @@ def _half_log_snr(ab):
 
 
 @torch.no_grad()
-def sample(fn, sched, x, kind, steps=0, eta=0.0, prediction=PRED_EPS, noise=None, start=0):
+def sample(fn, sched, x, kind, steps=0, eta=0.0, prediction=PRED_EPS, noise=None, start=0,
+           hook=None):
     """Runs sampler `kind` from x = x at step `start` (x_T for start 0) with
-    fn(x, t) the network output. Returns x_0 and the list of x after each step."""
+    fn(x, t) the network output. Returns x_0 and the list of x after each step
+    run (before the hook). hook(x, k, t_next) -> (x, next step), as
+    sampler.h's SampleHook: called after step k with x at t_next (-1 after the
+    last step); a jump back (next <= k) restarts DPM-Solver++'s history."""
     ts = timesteps(kind, sched, steps)
     acp = sched.alphas_cumprod.tolist()
     betas = sched.betas.tolist()
@@ -68,7 +73,8 @@ def sample(fn, sched, x, kind, steps=0, eta=0.0, prediction=PRED_EPS, noise=None
     traj = []
     hist = []        # DPM-Solver++: (lambda, x0) of the steps run
     x_ve = None      # Euler-ancestral's state
-    for j, k in enumerate(range(start, len(ts))):
+    k, j = start, 0  # the step to run, the runs so far
+    while k < len(ts):
         t = ts[k]
         last = k + 1 == len(ts)
         ab = acp[t]
@@ -122,4 +128,66 @@ def sample(fn, sched, x, kind, steps=0, eta=0.0, prediction=PRED_EPS, noise=None
         else:
             raise ValueError(kind)
         traj.append(x)
+        nxt = k + 1
+        if hook is not None:
+            x, nxt = hook(x, k, ts[k + 1] if k + 1 < len(ts) else -1)
+            assert start <= nxt <= k + 1
+            x_ve = None  # Euler-ancestral goes on from the x the hook left
+            if nxt <= k:
+                hist = []
+        k, j = nxt, j + 1
     return x, traj
+
+
+# ---- editing (tools/edit.h): img2img start, latent mask, inpainting hook
+
+
+def edit_start_step(strength, nsteps):
+    """start = n - max(1, round(s n)), rounding half away from zero (lround)."""
+    return nsteps - max(1, math.floor(strength * nsteps + 0.5))
+
+
+def edit_start_latent(sched, ts, start, x0, noise):
+    """x at step `start`: the noise itself at start 0, else q(x_t | x0)."""
+    if start == 0:
+        return noise
+    return sched.q_sample(x0, torch.full((x0.shape[0],), ts[start], dtype=torch.long), noise)
+
+
+def edit_latent_mask(px, h):
+    """px (B, S, S) in {0, 1} -> (B, h, h): 1 where any pixel of the cell's
+    f x f block is (f = S / h)."""
+    B, S, _ = px.shape
+    f = S // h
+    return px.reshape(B, h, f, h, f).amax(dim=(2, 4))
+
+
+def edit_inpaint_hook(sched, ts, x0, fill, resample, noise):
+    """The inpainting hook of edit.c: after step k the kept cells (fill 0) take
+    x0 noised to t_next (x0 itself at t_next = -1); then, R - 1 times a step,
+    x goes back to the step's timestep, x = sqrt(ab_t / ab_next) x +
+    sqrt(1 - ab_t / ab_next) z, and the step runs again. noise (draws, B, Z,
+    h, w) is used entry after entry, in that order."""
+    acp = sched.alphas_cumprod.tolist()
+    keep = (1 - fill).unsqueeze(1).to(x0.dtype)  # (B, 1, h, w)
+    state = {'jumps': 0, 'draws': 0}
+
+    def draw():
+        z = noise[state['draws']]
+        state['draws'] += 1
+        return z
+
+    def hook(x, k, t_next):
+        if t_next >= 0:
+            ab = acp[t_next]
+            known = math.sqrt(ab) * x0 + math.sqrt(1 - ab) * draw()
+        else:
+            ab, known = 1.0, x0
+        x = keep * known + (1 - keep) * x
+        if state['jumps'] + 1 >= resample:
+            state['jumps'] = 0
+            return x, k + 1
+        state['jumps'] += 1
+        r = acp[ts[k]] / ab
+        return math.sqrt(r) * x + math.sqrt(1 - r) * draw(), k
+    return hook, state
