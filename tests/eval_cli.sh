@@ -26,12 +26,12 @@ for c in stats fid kid is; do expect_ok "ldm-eval $c --help" "$E" $c --help; don
 expect_fail "unknown command" "unknown command" "$E" frechet
 expect_fail "no arguments" "usage" "$E"
 
-# Reference statistics of the first 2,000 test images with the default
+# Reference statistics of the first 1,000 test images with the default
 # (shipped) network, from a build folder that is not the source tree's.
-expect_ok "stats of fashion-mnist-test" "$E" stats --data fashion-mnist-test --n 2000 --out "$T/ref.h5" --threads 2
-expect_ok "FID of the same images against them" "$E" fid --data fashion-mnist-test --n 2000 --ref "$T/ref.h5" --threads 2
+expect_ok "stats of fashion-mnist-test" "$E" stats --data fashion-mnist-test --n 1000 --out "$T/ref.h5" --threads 2
+expect_ok "FID of the same images against them" "$E" fid --data fashion-mnist-test --n 1000 --ref "$T/ref.h5" --threads 2
 check_value "FID of a set against itself is ~0" "v < 1e-3 && v > -1e-3" "$(score FID)"
-expect_ok "the training set's first 2,000 against them" "$E" fid --data fashion-mnist --n 2000 --ref "$T/ref.h5" --threads 2
+expect_ok "the training set's first 1,000 against them" "$E" fid --data fashion-mnist --n 1000 --ref "$T/ref.h5" --threads 2
 train_fd=$(score FID)
 check_value "train against test is small (< 10)" "v > 0 && v < 10" "$train_fd"
 
@@ -48,13 +48,13 @@ expect_ok "FID from two statistics files" "$E" fid --stats "$T/img.h5" --ref "$T
 check_value "statistics files give the folder's FID" "v == $noise_fd" "$(score FID)"
 expect_ok "KID of the folder against the test images" "$E" kid --images "$T/img" --ref "$T/ref.h5" --kid-subsets 20 --kid-size 200 --threads 2
 check_value "KID of noise is large (> 0.1)" "v > 0.1" "$(score KID)"
-expect_ok "KID of the test images against themselves" "$E" kid --data fashion-mnist-test --n 2000 --ref "$T/ref.h5" --kid-subsets 20 --kid-size 500 --threads 2
+expect_ok "KID of the test images against themselves" "$E" kid --data fashion-mnist-test --n 1000 --ref "$T/ref.h5" --kid-subsets 20 --kid-size 500 --threads 2
 # (unnormalised features: KID's subset spread is large; compare with it)
 kid_sd=$(sed -n 's/^KID std \([0-9.e+-]*\) .*/\1/p' "$T/out")
 check_value "KID of a set against itself ~0 (within 3 std of the subsets, $kid_sd)" "v < 3 * $kid_sd && v > -3 * $kid_sd" "$(score KID)"
 expect_ok "IS of the generated images" "$E" is --images "$T/img" --threads 2
 gen_is=$(score IS)
-expect_ok "IS of the test images" "$E" is --data fashion-mnist-test --n 2000 --threads 2
+expect_ok "IS of the test images" "$E" is --data fashion-mnist-test --n 1000 --threads 2
 check_value "IS of real images is high (> 5) and in [1, 10], generated ones lower" "v > 5 && v <= 10 && v > $gen_is" "$(score IS)"
 
 # Mixed sizes: resized to the first image's side (documented).
