@@ -6,31 +6,9 @@
 # threads, and a message for each bad input.
 # usage: edit_cli.sh BUILD_DIR
 set -u
-# Threads that wait sleep: on a machine shared with other jobs a spinning
-# OpenMP barrier can cost seconds a run.
-export OMP_WAIT_POLICY=PASSIVE
 BUILD=$(cd "$1" && pwd)
 B=$BUILD/tools
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-pass() { echo "PASS $*"; }
-fail() { echo "FAIL $*"; fails=$((fails + 1)); }
-expect_fail() {
-    desc=$1 pat=$2; shift 2
-    timeout 60 "$@" >"$T/out" 2>"$T/err"; rc=$?
-    if [ $rc -ge 1 ] && [ $rc -lt 124 ] && grep -q -- "$pat" "$T/err"; then
-        pass "$desc (exit $rc: $(grep -m1 -- "$pat" "$T/err" | cut -c1-160))"
-    else
-        fail "$desc (exit $rc, wanted a message matching '$pat')"; sed 's/^/    /' "$T/err" | tail -4
-    fi
-}
-expect_ok() {
-    desc=$1; shift
-    timeout 120 "$@" >"$T/out" 2>"$T/err"; rc=$?
-    if [ $rc -eq 0 ]; then pass "$desc"
-    else fail "$desc (exit $rc)"; sed 's/^/    /' "$T/err" | tail -4; fi
-}
+. "$(dirname "$0")/testlib.sh"
 same() { if cmp -s "$2" "$3"; then pass "$1"; else fail "$1 ($2 and $3 differ)"; fi; }
 
 # pngtool: masks to order, and the pixel comparison the inpainting promise needs.
@@ -236,6 +214,4 @@ expect_fail "--input and --input-dir" "one of" "$E" $M --input "$IN" --input-dir
 expect_fail "--input without --out" "takes --out" "$E" $M --input "$IN"
 [ ! -e "$T/x" ] && [ ! -e "$T/x.png" ] && pass "nothing written by the refused runs" || fail "a refused run wrote $T/x or $T/x.png"
 
-echo
-if [ $fails -eq 0 ]; then echo "edit_cli: all passed"; else echo "edit_cli: $fails failed"; fi
-[ $fails -eq 0 ]
+finish edit_cli
