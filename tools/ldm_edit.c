@@ -283,15 +283,10 @@ int main(int argc, char **argv) {
     h5_quiet();
 
     if (batch > n) batch = n;
-    // A guided step runs the conditional and the null pass as one batch.
-    int guided = class_arg && guidance != 1.0 && guidance != 0.0;
     SampleModel m;
-    if (sample_model_load(&m, unet_path, !strcmp(weights, "ema") ? "ema" : "model",
-                          guided ? 2 * batch : batch))
-        return 1;
-    const int T = m.T;
-    if (kind != SAMPLER_DDPM && (steps < 1 || steps > T))
-        return errorf("ldm-edit: --steps %d must be in [1, T = %d] for %s", steps, T, sampler), 2;
+    int lrc = sample_model_load(&m, unet_path, weights, batch, class_arg, guidance, kind, steps,
+                                "ldm-edit");
+    if (lrc) return lrc == -2 ? 2 : 1;
     int cls = sample_class_arg(&m, unet_path, class_arg, 0, args_given(opts, no, "--guidance"),
                                guidance, "ldm-edit");
     if (cls == -2) return 2;

@@ -155,10 +155,9 @@ static int side_from_images(Side *s, FeatNet *f, const char *src, const Args *a,
 static int side_from_model(Side *s, FeatNet *f, const Args *a, int logits) {
     int kind = sampler_from_name(a->sampler, "ldm-eval: --sampler");
     if (kind < 0) return -1;
-    int guided = a->class_arg && a->guidance != 1.0 && a->guidance != 0.0;
     SampleModel m;
-    if (sample_model_load(&m, a->unet, !strcmp(a->weights, "ema") ? "ema" : "model",
-                          guided ? 2 * a->batch : a->batch) ||
+    if (sample_model_load(&m, a->unet, a->weights, a->batch, a->class_arg, a->guidance, kind,
+                          a->steps, "ldm-eval") ||
         sample_model_load_vae(&m, a->unet, a->vae, a->batch))
         return sample_model_free(&m), -1;
     const int K = m.u.cfg.num_classes;

@@ -106,11 +106,15 @@ int check_cache_matches_vae(const LatentCache *c, const Vae *v, const char *vae_
     return 0;
 }
 
-int sample_model_load(SampleModel *m, const char *unet_path, const char *weights,
-                      int unet_batch) {
+int sample_model_load(SampleModel *m, const char *unet_path, const char *weights, int batch,
+                      const char *class_arg, double guidance, int kind, int steps,
+                      const char *prog) {
     memset(m, 0, sizeof *m);
+    int guided = class_arg && guidance != 1.0 && guidance != 0.0;
     Attrs *a = xcalloc(1, sizeof *a); // large: not on the stack
-    if (unet_load(&m->u, unet_path, weights, unet_batch, a)) return free(a), -1;
+    if (unet_load(&m->u, unet_path, strcmp(weights, "ema") ? "model" : "ema",
+                  guided ? 2 * batch : batch, a))
+        return free(a), -1;
     char sched_kind[ATTR_STR_MAX], pred_name[ATTR_STR_MAX], hash[17];
     const AttrSpec spec[] = {
         {"T", SPEC_INT, 1, 100000, &m->T, 0},
@@ -139,6 +143,9 @@ int sample_model_load(SampleModel *m, const char *unet_path, const char *weights
         return -1;
     }
     snprintf(m->vae_hash, sizeof m->vae_hash, "%s", hash);
+    if (kind != SAMPLER_DDPM && (steps < 1 || steps > m->T))
+        return errorf("%s: --steps %d must be in [1, T = %d] for %s", prog, steps, m->T,
+                      sampler_name((SamplerKind)kind)), -2;
     return 0;
 }
 

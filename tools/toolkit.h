@@ -51,13 +51,18 @@ typedef struct {
     int has_vae;       // v is loaded
 } SampleModel;
 
-// Loads the UNet's `weights` ("ema" or "model") for unet_batch items, its
-// attributes and schedule; then (after the caller has checked its flags
-// against them) sample_model_load_vae the VAE for vae_batch, checking that
-// the two belong together (latent shape, the VAE's hash). -1 with a message
-// naming the file otherwise. sample_model_free after either.
-int sample_model_load(SampleModel *m, const char *unet_path, const char *weights,
-                      int unet_batch);
+// Loads the UNet's weights (--weights: "ema" or "raw"), its attributes and
+// schedule, to sample `batch` images a call with sampler `kind` and `steps`:
+// the UNet holds 2 batch items when class_arg and guidance call for guided
+// passes (conditional and null in one batch), and steps must lie in 1..T
+// (DDPM ignores them). -1 with a message naming the file (exit 1), or -2
+// with one from `prog` for the flags (exit 2). Then (after the caller has
+// checked its other flags against the model) sample_model_load_vae loads the
+// VAE for vae_batch, checking that the two belong together (latent shape,
+// the VAE's hash); -1 with a message otherwise. sample_model_free after either.
+int sample_model_load(SampleModel *m, const char *unet_path, const char *weights, int batch,
+                      const char *class_arg, double guidance, int kind, int steps,
+                      const char *prog);
 int sample_model_load_vae(SampleModel *m, const char *unet_path, const char *vae_path,
                           int vae_batch);
 // ldm-sample's --class and --guidance rules for the UNet of m, messages
