@@ -141,13 +141,16 @@ def draw_x0(mean, logvar, idx, scale, g):
     return scale * (m + torch.exp(0.5 * lv) * torch.randn(m.shape, generator=g))
 
 
-def train_unet(mean, logvar, scale, args, g):
+def train_unet(mean, logvar, scale, args, g, labels=None, num_classes=0, p_uncond=0.1):
+    """labels (N) with num_classes K > 0: the class-conditional UNet, each
+    item's label replaced by the null class K with probability p_uncond (one
+    uniform draw per item after t; unconditional runs draw as before)."""
     N = mean.shape[0]
     hold = held_out(N)
     ntrain, B = N - hold, args.batch
     spe = (ntrain + B - 1) // B
     sched = Schedule("linear", T_STEPS)
-    model = UNet()
+    model = UNet(num_classes=num_classes)
     ema = copy.deepcopy(model)
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -163,7 +166,11 @@ def train_unet(mean, logvar, scale, args, g):
         x0 = draw_x0(mean, logvar, idx, scale, g)
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, T_STEPS, (x0.shape[0],), generator=g)
-        pred = model(sched.q_sample(x0, t, noise), t)
+        y = None
+        if num_classes:
+            y = labels[idx].clone()
+            y[torch.rand(y.shape[0], generator=g) < p_uncond] = num_classes
+        pred = model(sched.q_sample(x0, t, noise), t, y)
         loss = F.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -187,7 +194,8 @@ def train_unet(mean, logvar, scale, args, g):
             x0 = draw_x0(mean, logvar, idx, scale, hg)
             noise = torch.randn(x0.shape, generator=hg)
             t = torch.randint(0, T_STEPS, (x0.shape[0],), generator=hg)
-            tot += F.mse_loss(model(sched.q_sample(x0, t, noise), t), noise).item() * idx.numel()
+            y = labels[idx] if num_classes else None
+            tot += F.mse_loss(model(sched.q_sample(x0, t, noise), t, y), noise).item() * idx.numel()
     hl = tot / hold
     log(f"unet: {step} steps in {train_s:.1f} s ({train_s / step * 1000:.0f} ms/step), "
         f"final loss {loss.item():.4f}, held-out loss {hl:.4f} ({hold} latents)")
