@@ -1,7 +1,10 @@
-// pool.c: the forward kernels of pool.h. Planes (item, channel) are split
-// across threads; every output element is computed by one thread in a fixed
-// order, so results do not depend on the thread count.
+// pool.c: the kernels of pool.h. Planes (item, channel) are split across
+// threads; every output element (and in the max pool's backward every input
+// gradient) is computed by one thread in a fixed order, so results do not
+// depend on the thread count.
 #include "pool.h"
+
+#include <math.h>
 
 #include "common.h"
 
@@ -72,6 +75,41 @@ static void pool2d(float *out, const float *in, int B, int C, int H, int W, int 
 void maxpool2d_forward(float *out, const float *in, int B, int C, int H, int W, int k, int s,
                        int p) {
     pool2d(out, in, B, C, H, W, k, s, p, 1);
+}
+
+// The backward finds each window's maximum again rather than reading indices
+// saved by the forward: the forward reduces separably (columns first), which
+// gives the maximum but not its first position.
+void maxpool2d_backward(float *din, const float *dout, const float *in, int B, int C, int H,
+                        int W, int k, int s, int p) {
+    CHECK(k >= 1 && s >= 1 && p >= 0 && 2 * p <= k && k <= H + 2 * p && k <= W + 2 * p);
+    int OH = pool_out(H, k, s, p), OW = pool_out(W, k, s, p);
+#pragma omp parallel for schedule(static)
+    for (long pl = 0; pl < (long)B * C; pl++) {
+        const float *x = in + (size_t)pl * H * W, *g = dout + (size_t)pl * OH * OW;
+        float *dx = din + (size_t)pl * H * W;
+        for (int oh = 0; oh < OH; oh++) {
+            int h0 = oh * s - p, h1 = h0 + k;
+            if (h0 < 0) h0 = 0;
+            if (h1 > H) h1 = H;
+            for (int ow = 0; ow < OW; ow++) {
+                int w0 = ow * s - p, w1 = w0 + k;
+                if (w0 < 0) w0 = 0;
+                if (w1 > W) w1 = W;
+                size_t best = (size_t)h0 * W + w0;
+                float m = -INFINITY;
+                for (int ih = h0; ih < h1; ih++)
+                    for (int iw = w0; iw < w1; iw++) {
+                        float v = x[(size_t)ih * W + iw];
+                        if (v > m || v != v) {
+                            m = v;
+                            best = (size_t)ih * W + iw;
+                        }
+                    }
+                dx[best] += g[(size_t)oh * OW + ow];
+            }
+        }
+    }
 }
 
 void avgpool2d_forward(float *out, const float *in, int B, int C, int H, int W, int k, int s,

@@ -1,9 +1,9 @@
 // pool.h: pooling, resizing and ReLU kernels of the evaluation networks
-// (metrics/: the FID Inception-v3, the Fashion-MNIST classifier). Forward
-// only: these networks are loaded from published or separately trained
-// weights and only ever run in inference; nothing in the training stages
-// uses these operations, so they have no backward. Tensors are float32 NCHW,
-// outputs first, then inputs, then dims.
+// (metrics/: the FID Inception-v3, the Fashion-MNIST classifier) and of the
+// LPIPS loss's VGG16 (vae/lpips.c). Forward only, except max pooling: the
+// LPIPS loss sends a gradient back through VGG's max pools to the image; the
+// rest only ever runs in inference. Tensors are float32 NCHW, outputs first,
+// then inputs, then dims.
 #pragma once
 #include <stddef.h>
 
@@ -12,6 +12,12 @@
 // As in torch, 2p <= k and the window fits the padded plane (abort otherwise).
 void maxpool2d_forward(float *out, const float *in, int B, int C, int H, int W, int k, int s,
                        int p);
+// din (B, C, H, W) += dout (B, C, OH, OW) routed to each window's maximum in
+// `in`, the forward's input. As torch's CPU kernel: the window is scanned row
+// by row and a value wins if it is greater than the best so far or NaN, so
+// among equal maxima the first wins (and among NaNs the last).
+void maxpool2d_backward(float *din, const float *dout, const float *in, int B, int C, int H,
+                        int W, int k, int s, int p);
 // ---- average pool, same shapes; padding excluded from the divisor
 // (count_include_pad=False).
 void avgpool2d_forward(float *out, const float *in, int B, int C, int H, int W, int k, int s,
