@@ -55,11 +55,14 @@ static int write_dataset(hid_t group, const ParamInfo *pi, const float *data) {
     return rc;
 }
 
-// Creates group `name` (its parent must exist) holding one dataset per table
-// entry, sliced from `buf`.
+// Creates group `name` (and its missing parents) holding one dataset per
+// table entry, sliced from `buf`.
 static int write_group(hid_t file, const char *name, const ParamTable *t,
                        const float *buf, WriteProgress *wp) {
-    hid_t g = H5Gcreate2(file, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    CHECK(lcpl >= 0 && H5Pset_create_intermediate_group(lcpl, 1) >= 0);
+    hid_t g = H5Gcreate2(file, name, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    H5Pclose(lcpl);
     if (g < 0) return -1;
     for (int i = 0; i < t->n; i++) {
         if (write_dataset(g, &t->info[i], buf + t->info[i].offset) < 0) {
@@ -84,6 +87,7 @@ int ckpt_write(const char *path, const ParamTable *t, CkptBuffers bufs,
     const char *fault = getenv("LDM_FAULT_CKPT_ABORT");
     WriteProgress wp = {0, 0, !fault || !fault[0] ? 0 : strcmp(fault, "sigint") ? 1 : 2};
     wp.total = t->n * (1 + (bufs.m != NULL) + (bufs.v != NULL) + (bufs.ema != NULL));
+    for (int i = 0; i < bufs.n_extra; i++) wp.total += bufs.extra[i].t->n;
 
     hid_t fapl = fapl_strong();
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
@@ -97,16 +101,16 @@ int ckpt_write(const char *path, const ParamTable *t, CkptBuffers bufs,
     if (attrs_write_h5(file, attrs) < 0) failed = "root attributes";
     if (!failed && write_group(file, "model", t, bufs.model, &wp) < 0)
         failed = "/model";
-    if (!failed && (bufs.m || bufs.v)) {
-        hid_t g = H5Gcreate2(file, "optim", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        if (g < 0 || H5Gclose(g) < 0) failed = "/optim";
-    }
     if (!failed && bufs.m && write_group(file, "optim/m", t, bufs.m, &wp) < 0)
         failed = "/optim/m";
     if (!failed && bufs.v && write_group(file, "optim/v", t, bufs.v, &wp) < 0)
         failed = "/optim/v";
     if (!failed && bufs.ema && write_group(file, "ema", t, bufs.ema, &wp) < 0)
         failed = "/ema";
+    char what[160];
+    for (int i = 0; i < bufs.n_extra && !failed; i++)
+        if (write_group(file, bufs.extra[i].name, bufs.extra[i].t, bufs.extra[i].data, &wp) < 0)
+            snprintf(what, sizeof what, "/%s", bufs.extra[i].name), failed = what;
     // Closing flushes everything; a full disk shows up here.
     if (H5Fclose(file) < 0 && !failed) failed = "closing the file";
     if (failed) {
@@ -189,7 +193,8 @@ static int check_values(const char *path, const char *group, const ParamInfo *pi
     if (i < pi->size)
         return errorf("%s: /%s/%s holds %g at element %zu (a diverged run or a damaged file)",
                       path, group, pi->name, x[i], i);
-    if (strcmp(group, "optim/v") == 0)
+    size_t len = strlen(group);
+    if (strcmp(group, "optim/v") == 0 || (len > 8 && !strcmp(group + len - 8, "/optim/v")))
         for (i = 0; i < pi->size; i++)
             if (x[i] < 0)
                 return errorf("%s: /%s/%s holds %g at element %zu, but Adam's second moment "

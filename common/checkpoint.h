@@ -10,9 +10,21 @@
 #include "h5attr.h" // Attrs
 #include "params.h"
 
-// Buffers to write; any of m, v, ema may be NULL (group omitted).
+// A further group of a checkpoint: a second model (the autoencoder's
+// discriminator: "disc/model", "disc/running", "disc/optim/m", ...) under its
+// own table. Parent groups are created as needed.
+typedef struct {
+    const char *name;
+    const ParamTable *t;
+    const float *data;
+} CkptGroup;
+
+// Buffers to write; any of m, v, ema may be NULL (group omitted); `extra`
+// (n_extra entries, may be NULL) are written after them.
 typedef struct {
     const float *model, *m, *v, *ema;
+    const CkptGroup *extra;
+    int n_extra;
 } CkptBuffers;
 
 // Writes the checkpoint atomically (tmp + fsync + rename). -1 on failure
@@ -25,8 +37,8 @@ int ckpt_write(const char *path, const ParamTable *t, CkptBuffers bufs,
 int ckpt_read_attrs(const char *path, const char *expected_kind, Attrs *attrs);
 // Reads group `group` ("model", "optim/m", "optim/v", "ema") into `out`,
 // checking every key of `t` is present with the table's shape and a float
-// type, and its values: NaN or infinity anywhere, or a negative value in
-// "optim/v", is refused. Missing group or key, wrong shape or dtype, a bad
+// type, and its values: NaN or infinity anywhere, or a negative value in a
+// group named "optim/v" or ending in "/optim/v", is refused. Missing group or key, wrong shape or dtype, a bad
 // value, or tensors the table does not have: -1 with a message naming the
 // tensor.
 int ckpt_read_group(const char *path, const ParamTable *t, const char *group,
