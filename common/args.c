@@ -153,3 +153,28 @@ int args_given(const Opt *opts, int n, const char *name) {
     CHECK(0 && "unknown option name");
     return 0;
 }
+
+int int_list_parse(int *out, int cap, const char *s, const char *what) {
+    int n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > 1 << 16 || n == cap)
+            return errorf("%s: '%s' is not a list of up to %d positive integers like 1,2",
+                          what, s, cap);
+        out[n++] = (int)v;
+        p = end;
+        if (*p == ',' && p[1]) p++;
+        else if (*p) return errorf("%s: '%s' is not a comma-separated list", what, s);
+    }
+    if (n == 0) return errorf("%s: empty list", what);
+    return n;
+}
+
+void int_list_format(char *out, size_t cap, const int *v, int n) {
+    size_t len = 0;
+    out[0] = 0;
+    for (int i = 0; i < n && len < cap; i++)
+        len += snprintf(out + len, cap - len, i ? ",%d" : "%d", v[i]);
+}

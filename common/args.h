@@ -17,6 +17,9 @@ typedef struct {
     // for the attribute alike (both 0: any value; floats must be finite).
     const char *attr;
     double lo, hi;
+    // With attr: a checkpoint without that attribute (written before the
+    // setting existed, or by a model family without it) keeps the flag's value.
+    int attr_optional;
 } Opt;
 
 // Returns 0 to go on, 1 if --help was printed (exit 0), -1 on a bad flag or
@@ -33,3 +36,8 @@ int args_parse_size(const char *v, size_t *out);
 // Bytes for --help and messages, in the largest unit reached, with one
 // decimal when not whole: "4G", "5.9G", "512M", "1000".
 void args_format_size(char *out, size_t cap, size_t bytes);
+// "1,2" <-> {1, 2} (a model's channel multipliers, attention resolutions):
+// parse returns the count, at most cap, or -1 (message names `what`; an
+// empty list is refused).
+int int_list_parse(int *out, int cap, const char *s, const char *what);
+void int_list_format(char *out, size_t cap, const int *v, int n);

@@ -710,9 +710,9 @@ void silu_backward_set(float *din, const float *dout, const float *in, size_t n)
 // ---------------------------------------------------------------------------
 // GroupNorm
 
-// mean and 1 / sqrt(var + 1e-5) of x (n), two passes: the variance from
+// mean and 1 / sqrt(var + eps) of x (n), two passes: the variance from
 // centred values does not cancel
-static void group_stats(double *mu, double *rs, const float *x, size_t n) {
+static void group_stats(double *mu, double *rs, const float *x, size_t n, double eps) {
     double acc[SUM_LANES] = {0};
     double m = sum_lanes(acc, add_lanes(acc, x, n)) / (double)n;
     for (int l = 0; l < SUM_LANES; l++) acc[l] = 0.0;
@@ -725,7 +725,7 @@ static void group_stats(double *mu, double *rs, const float *x, size_t n) {
         }
     for (; i < n; i++) tail += (x[i] - m) * (x[i] - m);
     *mu = m;
-    *rs = 1.0 / sqrt(sum_lanes(acc, tail) / (double)n + 1e-5);
+    *rs = 1.0 / sqrt(sum_lanes(acc, tail) / (double)n + eps);
 }
 
 int groupnorm_groups(int C) {
@@ -736,6 +736,12 @@ int groupnorm_groups(int C) {
 
 void groupnorm_forward(float *out, float *mean, float *rstd, const float *in,
                        const float *w, const float *b, int B, int C, int HW, int G) {
+    groupnorm_forward_eps(out, mean, rstd, in, w, b, B, C, HW, G, 1e-5);
+}
+
+void groupnorm_forward_eps(float *out, float *mean, float *rstd, const float *in,
+                           const float *w, const float *b, int B, int C, int HW, int G,
+                           double eps) {
     int cg = C / G;
     size_t n = (size_t)cg * HW;
 #pragma omp parallel for collapse(2) schedule(static)
@@ -744,7 +750,7 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *in,
             size_t base = ((size_t)bi * C + (size_t)g * cg) * HW; // group's (cg, HW)
             const float *x = in + base;
             double mu, rs;
-            group_stats(&mu, &rs, x, n);
+            group_stats(&mu, &rs, x, n, eps);
             mean[bi * G + g] = (float)mu;
             rstd[bi * G + g] = (float)rs;
             float *o = out + base;
@@ -819,13 +825,19 @@ void groupnorm_backward(float *din, float *dw, float *db, const float *dout,
 
 void groupnorm_silu_forward(float *act, float *mean, float *rstd, const float *in,
                             const float *w, const float *b, int B, int C, int HW, int G) {
+    groupnorm_silu_forward_eps(act, mean, rstd, in, w, b, B, C, HW, G, 1e-5);
+}
+
+void groupnorm_silu_forward_eps(float *act, float *mean, float *rstd, const float *in,
+                                const float *w, const float *b, int B, int C, int HW,
+                                int G, double eps) {
     int cg = C / G;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int bi = 0; bi < B; bi++) {
         for (int g = 0; g < G; g++) {
             size_t base = ((size_t)bi * C + (size_t)g * cg) * HW; // group's (cg, HW)
             double mu, rs;
-            group_stats(&mu, &rs, in + base, (size_t)cg * HW);
+            group_stats(&mu, &rs, in + base, (size_t)cg * HW, eps);
             mean[bi * G + g] = (float)mu;
             rstd[bi * G + g] = (float)rs;
             for (int c = 0; c < cg; c++) {

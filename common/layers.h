@@ -56,10 +56,15 @@ void linear_backward(float *din, float *dw, float *db, const float *dout,
 void silu_forward(float *out, const float *in, size_t n);
 void silu_backward(float *din, const float *dout, const float *in, size_t n);
 
-// ---- GroupNorm: in (B, C, HW), G groups, affine w, b (C), eps 1e-5.
-// Saves mean, rstd (B, G) for the backward.
+// ---- GroupNorm: in (B, C, HW), G groups, affine w, b (C), eps 1e-5 (the
+// UNet's, PyTorch's default); the _eps form takes another (latent-diffusion's
+// autoencoder: 1e-6). Saves mean, rstd (B, G) for the backward, which needs
+// no eps.
 void groupnorm_forward(float *out, float *mean, float *rstd, const float *in,
                        const float *w, const float *b, int B, int C, int HW, int G);
+void groupnorm_forward_eps(float *out, float *mean, float *rstd, const float *in,
+                           const float *w, const float *b, int B, int C, int HW, int G,
+                           double eps);
 void groupnorm_backward(float *din, float *dw, float *db, const float *dout,
                         const float *in, const float *mean, const float *rstd,
                         const float *w, int B, int C, int HW, int G);
@@ -69,6 +74,9 @@ void groupnorm_backward(float *din, float *dw, float *db, const float *dout,
 // The backward needs groupnorm_silu_scratch_floats() of scratch.
 void groupnorm_silu_forward(float *act, float *mean, float *rstd, const float *in,
                             const float *w, const float *b, int B, int C, int HW, int G);
+void groupnorm_silu_forward_eps(float *act, float *mean, float *rstd, const float *in,
+                                const float *w, const float *b, int B, int C, int HW,
+                                int G, double eps);
 size_t groupnorm_silu_scratch_floats(int B, int C, int HW);
 void groupnorm_silu_backward(float *din, float *dw, float *db, const float *dact,
                              const float *in, const float *mean, const float *rstd,

@@ -11,6 +11,7 @@
 #pragma once
 #include <stddef.h>
 
+#include "blocks.h"
 #include "params.h"
 
 #define UNET_MAX_LEVELS 8
@@ -39,59 +40,13 @@ void unet_config_default(UNetConfig *c); // the spec's unet-s
 // naming `what` (e.g. the checkpoint path) when it cannot be built.
 int unet_config_check(const UNetConfig *c, const char *what);
 
-// ---- building blocks (used by the UNet, exposed for tests/test_unet.c).
-// A block records its parameters' offsets in a ParamTable (weight offset; the
-// bias follows the weight) and points into activation memory carved for
-// `B` items by *_carve(). `work` is caller-owned scratch of *_work_floats().
-
-// ResBlock(cin -> cout) at H x W, fed SiLU(temb) (B, temb_dim).
-typedef struct {
-    int cin, cout, H, W, temb_dim, g1, g2; // g1, g2: GroupNorm groups
-    size_t norm1, conv1, temb_proj, norm2, conv2, skip; // skip: cin != cout
-    // saved activations (B items)
-    float *act1;               // (B, cin, H, W): SiLU(GN(x)); GN(x) is recomputed
-    float *mean1, *rstd1;      // (B, g1)
-    float *h1;                 // (B, cout, H, W): conv1 + temb projection
-    float *tproj;              // (B, cout)
-    float *act2;               // (B, cout, H, W): SiLU(GN(h1))
-    float *mean2, *rstd2;      // (B, g2)
-    // conv1's and conv2's prepared weights (conv2d_prep) while the UNet's
-    // weights are fixed (unet_fix_weights), else NULL
-    const float *prep1, *prep2;
-} ResBlock;
-
+// ---- the UNet's blocks (common/blocks.h) in its style: GroupNorm groups
+// groupnorm_groups(C), eps 1e-5; ResBlock conv2 and Attn proj start at zero;
+// keys "skip" and "proj". Exposed for tests/test_unet.c.
 void resblock_params(ResBlock *r, ParamTable *t, const char *prefix, int cin,
                      int cout, int H, int W, int temb_dim);
-size_t resblock_acts_floats(const ResBlock *r, int B);
-void resblock_carve(ResBlock *r, float *acts, int B);
-size_t resblock_work_floats(const ResBlock *r, int B);
-// out (B, cout, H, W) must not alias x (B, cin, H, W).
-void resblock_forward(ResBlock *r, float *out, const float *x, const float *temb_act,
-                      const float *params, int B, float *work);
-// Accumulates into dx, dtemb_act and grads.
-void resblock_backward(const ResBlock *r, float *dx, float *dtemb_act, float *grads,
-                       const float *dout, const float *x, const float *temb_act,
-                       const float *params, int B, float *work);
-
-// Attn(C): x + proj(attention(q, k, v of GN(x))), `heads` heads.
-typedef struct {
-    int C, H, W, heads, g;
-    size_t norm, q, k, v, proj;
-    float *gn, *q_, *k_, *v_, *a; // (B, C, H, W); a: attention output
-    float *mean, *rstd;           // (B, g)
-    float *att;                   // (B, heads, HW, HW) softmax probabilities
-} AttnBlock;
-
 void attnblock_params(AttnBlock *a, ParamTable *t, const char *prefix, int C,
                       int H, int W, int heads);
-size_t attnblock_acts_floats(const AttnBlock *a, int B);
-void attnblock_carve(AttnBlock *a, float *acts, int B);
-size_t attnblock_work_floats(const AttnBlock *a, int B);
-// out must not alias x; both (B, C, H, W).
-void attnblock_forward(AttnBlock *a, float *out, const float *x, const float *params,
-                       int B, float *work);
-void attnblock_backward(const AttnBlock *a, float *dx, float *grads, const float *dout,
-                        const float *x, const float *params, int B, float *work);
 
 // Time embedding: sinusoid (time_dim), Linear, SiLU, Linear -> temb; on a
 // class-conditional UNet the class table's row of each item's label is added

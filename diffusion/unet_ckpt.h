@@ -8,9 +8,6 @@
 void unet_config_to_attrs(const UNetConfig *c, Attrs *a);
 // Reads and validates; -1 with a message naming path.
 int unet_config_from_attrs(UNetConfig *c, const Attrs *a, const char *path);
-// "1,2" <-> {1, 2}; parse returns the count or -1 (message names `what`).
-int int_list_parse(int *out, int cap, const char *s, const char *what);
-void int_list_format(char *out, size_t cap, const int *v, int n);
 // Reads attributes (into *attrs if not NULL), checks kind "unet", builds the
 // UNet for max_batch items and loads group `group` ("model" or "ema").
 int unet_load(UNet *u, const char *path, const char *group, int max_batch, Attrs *attrs);

@@ -17,6 +17,8 @@
 #define LOGVAR_MAX 20.0f
 
 void vae_config_default(VaeConfig *c) {
+    memset(c, 0, sizeof *c);
+    c->arch = VAE_ARCH_F4C4;
     c->in_channels = 1;
     c->image_size = 32;
     c->base_channels = 32;
@@ -24,7 +26,20 @@ void vae_config_default(VaeConfig *c) {
     c->kl_weight = 1e-3f;
 }
 
-int vae_latent_size(const VaeConfig *c) { return c->image_size / 4; }
+void vae_config_kl(VaeConfig *c, const KlConfig *k) {
+    CHECK(kl_config_check(k, "vae_config_kl") == 0);
+    vae_config_default(c); // kl_weight keeps its default: unused by this family
+    c->arch = VAE_ARCH_KL;
+    c->kl = *k;
+    c->in_channels = k->in_channels;
+    c->image_size = k->image_size;
+    c->base_channels = k->ch;
+    c->latent_channels = k->z_channels;
+}
+
+int vae_latent_size(const VaeConfig *c) {
+    return c->arch == VAE_ARCH_KL ? kl_latent_size(&c->kl) : c->image_size / 4;
+}
 
 // One convolution of either half. Input (B, cin, H, H) -> (B, cout, OH, OH).
 typedef struct {
@@ -132,7 +147,27 @@ static size_t layer_scratch_floats(const Layer *l, int B) {
                : conv2d_scratch_floats(B, l->cin, l->H, l->H, l->cout, l->k, l->s, l->p);
 }
 
+// The kl family: its own model; the Vae's table, params and grads are its.
+static void vae_init_kl(Vae *v, const VaeConfig *c, int max_batch) {
+    VaeConfig k;
+    vae_config_kl(&k, &c->kl);
+    CHECK(k.in_channels == c->in_channels && k.image_size == c->image_size &&
+          k.latent_channels == c->latent_channels);
+    memset(v, 0, sizeof *v);
+    v->cfg = k;
+    v->max_batch = max_batch;
+    kl_init(&v->klv, &c->kl, max_batch);
+    v->table = v->klv.table;
+    v->params = v->klv.params;
+    v->grads = v->klv.grads;
+}
+
 void vae_init(Vae *v, const VaeConfig *c, int max_batch) {
+    if (c->arch == VAE_ARCH_KL) {
+        vae_init_kl(v, c, max_batch);
+        return;
+    }
+    CHECK(c->arch == VAE_ARCH_F4C4);
     CHECK(c->in_channels > 0 && c->base_channels > 0 && c->latent_channels > 0);
     CHECK(c->image_size >= 4 && c->image_size % 4 == 0);
     CHECK(max_batch > 0);
@@ -174,6 +209,12 @@ void vae_init(Vae *v, const VaeConfig *c, int max_batch) {
 }
 
 void vae_free(Vae *v) {
+    if (v->cfg.arch == VAE_ARCH_KL) {
+        CHECK(v->params == v->klv.params); // an EMA copy must have been pointed back
+        kl_free(&v->klv);                  // which owns table, params and grads
+        memset(v, 0, sizeof *v);
+        return;
+    }
     params_free(&v->table);
     free(v->params);
     free(v->grads);
@@ -267,6 +308,7 @@ static void encoder_forward(Vae *v, Acts *a, const float *x, int B) {
 }
 
 float vae_forward(Vae *v, const float *x, const float *eps, int B) {
+    CHECK(v->cfg.arch == VAE_ARCH_F4C4);
     CHECK(B > 0 && B <= v->max_batch);
     Acts a = vae_acts(v);
     const VaeConfig *c = &v->cfg;
@@ -293,6 +335,7 @@ float vae_forward(Vae *v, const float *x, const float *eps, int B) {
 }
 
 void vae_backward(Vae *v) {
+    CHECK(v->cfg.arch == VAE_ARCH_F4C4);
     int B = v->B;
     CHECK(B > 0);
     Acts a = vae_acts(v);
@@ -330,6 +373,13 @@ void vae_backward(Vae *v) {
 
 void vae_encode(Vae *v, float *mean, float *logvar, const float *x, int B) {
     CHECK(B > 0 && B <= v->max_batch);
+    if (v->cfg.arch == VAE_ARCH_KL) {
+        float *own = v->klv.params; // v->params may be an EMA copy for this call
+        v->klv.params = v->params;
+        kl_encode_forward(&v->klv, mean, logvar, x, B);
+        v->klv.params = own;
+        return;
+    }
     Acts a = vae_acts(v);
     int h = vae_latent_size(&v->cfg);
     size_t lat = (size_t)B * v->cfg.latent_channels * h * h;
@@ -341,6 +391,13 @@ void vae_encode(Vae *v, float *mean, float *logvar, const float *x, int B) {
 
 void vae_decode(Vae *v, float *xhat, const float *z, int B) {
     CHECK(B > 0 && B <= v->max_batch);
+    if (v->cfg.arch == VAE_ARCH_KL) {
+        float *own = v->klv.params; // v->params may be an EMA copy for this call
+        v->klv.params = v->params;
+        kl_decode_forward(&v->klv, xhat, z, B);
+        v->klv.params = own;
+        return;
+    }
     Acts a = vae_acts(v);
     Layer enc[VAE_LAYERS], dec[VAE_LAYERS];
     vae_layers(v, enc, dec);

@@ -2,7 +2,8 @@
 // ldm-bench. Convention (tests/reference/torch_bench.py counts the same way):
 // a convolution costs 2 x output elements x C_in x k x k (padding included),
 // a transposed one 2 x input elements x C_out x k x k; elementwise work
-// (SiLU, the reparameterization, the loss) is not counted.
+// (SiLU, GroupNorm, the reparameterization, the loss) is not counted; the
+// kl family's attention adds its two matrix products, 2 x T x T x C each.
 #pragma once
 #include "vae.h"
 
