@@ -87,7 +87,7 @@ int trainer_given(const Trainer *t, const char *name) {
 // with another value is an error.
 static int resume_opt(Opt *o, const Attrs *a, const char *path) {
     const Attr *x = attrs_find(a, o->attr);
-    if (!x) return errorf("%s: missing attribute '%s'", path, o->attr);
+    if (!x) return o->attr_optional ? 0 : errorf("%s: missing attribute '%s'", path, o->attr);
     if (o->type == OPT_STR) {
         if (x->type != ATTR_STR) return errorf("%s: attribute '%s' is not a string", path, o->attr);
         const char **p = o->ptr;
