@@ -31,7 +31,10 @@ usage: $0 [options]
 Rows: vae-train vae-encode unet-train ddim (the default models on 1x32x32),
 unet-train-b32 unet-train-b64 unet-train-b256 (UNet step batch scaling),
 vae-train-rgb64 unet-train-rgb64 (64x64 RGB images: 4x16x16 latents, UNet
-channel multipliers 1,2,2, attention at 4x4).
+channel multipliers 1,2,2, attention at 4x4), kl-train (one kl-gan step of
+vae-kl-f4 with the patchgan-d3 discriminator on and both Adam updates, batch
+32, without LPIPS), kl-encode (vae-kl-f4's encoder, batch 256), both on 64x64
+RGB images.
 USAGE
 }
 
@@ -99,6 +102,8 @@ all_rows=(
     "unet-train-b256|--row unet-train --batch 256"
     "vae-train-rgb64|--row vae-train --image-size 64 --channels 3"
     "unet-train-rgb64|--row unet-train --image-size 64 --channels 3"
+    "kl-train|--row kl-train --image-size 64 --channels 3"
+    "kl-encode|--row kl-encode --image-size 64 --channels 3"
 )
 selected=()
 for spec in "${all_rows[@]}"; do
@@ -111,7 +116,8 @@ if [ ${#selected[@]} -eq 0 ]; then
     exit 2
 fi
 
-# Same model FLOPs on both sides, or the GFLOP/s columns compare nothing.
+# Same model FLOPs on both sides, or the GFLOP/s columns compare nothing
+# (the kl autoencoder and the discriminator are counted at the same sizes).
 for cfg in "--image-size 32 --channels 1" "--image-size 64 --channels 3"; do
     # shellcheck disable=SC2086
     if ! "$PY" "$torch_bench" --check-flops "$bench" $cfg; then

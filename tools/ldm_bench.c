@@ -2,13 +2,20 @@
 // inputs and random-init weights, the same steps the tools run:
 //   vae-train   vae_forward + vae_backward + Adam, as tools/vae_train.c
 //   vae-encode  vae_encode (the batch of tools/vae_encode.c, 256)
+//   kl-train    one kl-gan step of vae-kl-f4 with the patchgan-d3
+//               discriminator on (klgan.h; no LPIPS), both Adam updates,
+//               batch 32, as vae-train --arch kl
+//   kl-encode   vae_encode of vae-kl-f4 (batch 256, as vae-encode)
 //   unet-train  draw latents, diffusion loss forward/backward, clipping,
 //               AdamW and EMA, as tools/ldm_train.c
 //   ddim        DDIM-50 from Gaussian latents, then the VAE decode
 //   sgemm       a square 1024 cblas_sgemm: the machine's GEMM peak
+// The f4c4 and UNet rows run on 1x32x32 images, the kl rows on 3x64x64, unless
+// --image-size and --channels say otherwise.
 // Each row reports the median (and min, max) images/s over --reps timed steps
 // after --warmup untimed ones, the model FLOPs per image (vae_flops.h,
-// unet_flops.h), the achieved GFLOP/s as a fraction of the sgemm peak measured
+// unet_flops.h; the kl-gan step also counts the discriminator's three
+// passes), the achieved GFLOP/s as a fraction of the sgemm peak measured
 // here at the same thread count, and the process's peak RSS. One line per row
 // on stderr for people and one JSON line per row on stdout for scripts
 // (tools/bench-side-by-side.sh runs each row in a fresh process so that the
@@ -21,8 +28,10 @@
 
 #include "args.h"
 #include "common.h"
+#include "klgan.h"
 #include "loss.h"
 #include "optim.h"
+#include "patchgan.h"
 #include "rng.h"
 #include "sampler.h"
 #include "schedule.h"
@@ -46,7 +55,7 @@ typedef struct {
 // One measured row, printed after the sgemm peak is known.
 typedef struct {
     const char *row;
-    int batch;
+    int batch, image_size, channels;
     double med, min, max; // images/s (sgemm: GFLOP/s)
     double flops_per_img;
     double rss_mb;        // process peak RSS right after the row
@@ -129,6 +138,12 @@ static void vae_bench_free(VaeBench *b) {
     vae_free(&b->v);
 }
 
+static double sq_norm(const float *g, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
+    return s;
+}
+
 // The step of vae-train, including its finiteness check of loss and gradient.
 static void vae_train_step(void *ctx) {
     VaeBench *b = ctx;
@@ -136,8 +151,7 @@ static void vae_train_step(void *ctx) {
     float loss = vae_forward(&b->v, b->x, b->eps, b->B);
     memset(b->v.grads, 0, b->P * sizeof(float));
     vae_backward(&b->v);
-    double gsq = 0;
-    for (size_t i = 0; i < b->P; i++) gsq += (double)b->v.grads[i] * b->v.grads[i];
+    double gsq = sq_norm(b->v.grads, b->P);
     if (!isfinite(loss) || !isfinite(gsq)) b->nonfinite = 1;
     adam_update(b->v.params, b->v.grads, b->m, b->vv, b->P, &b->adam, ++b->step);
 }
@@ -145,6 +159,71 @@ static void vae_train_step(void *ctx) {
 static void vae_encode_step(void *ctx) {
     VaeBench *b = ctx;
     vae_encode(&b->v, b->mean, b->logvar, b->x, b->B);
+}
+
+// ---------------------------------------------------------------------------
+// kl-gan training row: the autoencoder of a kl VaeBench, the discriminator and
+// the loss over them, without LPIPS.
+
+typedef struct {
+    VaeBench a;     // the autoencoder (a.v.klv), x, eps, its Adam moments and step
+    Patchgan d;
+    KlGan g;
+    float *dm, *dv; // (Q) the discriminator's Adam moments
+} KlBench;
+
+static void kl_bench_init(KlBench *b, const VaeConfig *cfg, int B, int seed) {
+    memset(b, 0, sizeof *b);
+    vae_bench_init(&b->a, cfg, B, seed);
+    b->a.adam = (AdamConfig){1e-4, 0.5, 0.9, 1e-8, 0.0, 0}; // kl-gan's, both networks
+    PatchganConfig pc;
+    patchgan_config_default(&pc);
+    pc.in_channels = cfg->in_channels;
+    pc.image_size = cfg->image_size;
+    patchgan_init(&b->d, &pc, B);
+    patchgan_init_values(&b->d, &b->a.rng);
+    KlGanConfig gc;
+    klgan_config_default(&gc);
+    klgan_init(&b->g, &gc, &b->a.v.klv, &b->d, NULL, B);
+    b->dm = xcalloc(b->d.table.total, sizeof(float));
+    b->dv = xcalloc(b->d.table.total, sizeof(float));
+}
+
+static void kl_bench_free(KlBench *b) {
+    free(b->dm), free(b->dv);
+    klgan_free(&b->g);
+    patchgan_free(&b->d);
+    vae_bench_free(&b->a);
+}
+
+// The step of vae-train --arch kl with the discriminator on (disc_start 0, so
+// both optimizers count the same steps), with its finiteness check.
+static void kl_train_step(void *ctx) {
+    KlBench *b = ctx;
+    VaeBench *a = &b->a;
+    rng_normal_fill(&a->rng, a->eps, a->B * a->lat);
+    memset(a->v.grads, 0, a->P * sizeof(float));
+    double loss = klgan_ae_backward(&b->g, a->x, a->eps, a->B, 1);
+    double gsq = sq_norm(a->v.grads, a->P);
+    adam_update(a->v.params, a->v.grads, a->m, a->vv, a->P, &a->adam, ++a->step);
+    double d_loss = klgan_d_backward(&b->g, a->x);
+    adam_update(b->d.params, b->d.grads, b->dm, b->dv, b->d.table.total, &a->adam, a->step);
+    if (!isfinite(loss) || !isfinite(gsq) || !isfinite(d_loss)) a->nonfinite = 1;
+}
+
+// patchgan-d3's forward FLOPs per image, counted as vae_flops.h counts a
+// convolution (2 x output elements x C_in x k x k); BatchNorm and LeakyReLU
+// are not counted.
+static double patchgan_flops(const PatchganConfig *c) {
+    int w = c->width, H = c->image_size;
+    const int cin[5] = {c->in_channels, w, 2 * w, 4 * w, 8 * w};
+    const int cout[5] = {w, 2 * w, 4 * w, 8 * w, 1};
+    double f = 0;
+    for (int i = 0; i < 5; i++) {
+        H = (H + 2 - 4) / (i < 3 ? 2 : 1) + 1; // k 4, pad 1, stride 2 then 1
+        f += 2.0 * cout[i] * H * H * cin[i] * 4 * 4;
+    }
+    return f;
 }
 
 // ---------------------------------------------------------------------------
@@ -326,7 +405,7 @@ static void report(const Result *r, const Flags *f, const char *mult, double pea
     } else {
         fprintf(stderr, "%-10s threads %d  batch %d  %dx%dx%d: %.2f img/s (min %.2f, max %.2f), "
                 "%.4g GFLOP/img, %.1f GFLOP/s = %.1f%% of sgemm peak %.1f, peak RSS %.1f MB\n",
-                r->row, f->threads, r->batch, f->channels, f->image_size, f->image_size,
+                r->row, f->threads, r->batch, r->channels, r->image_size, r->image_size,
                 r->med, r->min, r->max, r->flops_per_img / 1e9, gflops, pct, peak, r->rss_mb);
         printf("{\"impl\": \"c\", \"row\": \"%s\", \"threads\": %d, \"batch\": %d, "
                "\"image_size\": %d, \"channels\": %d, \"channel_mult\": \"%s\", "
@@ -334,7 +413,7 @@ static void report(const Result *r, const Flags *f, const char *mult, double pea
                "\"flops_per_img\": %.0f, \"gflops\": %.3f, \"sgemm_peak_gflops\": %.3f, "
                "\"pct_peak\": %.2f, \"reps\": %d, \"warmup\": %d, \"peak_rss_mb\": %.1f, "
                "\"base_rss_mb\": %.1f, \"blas_core\": \"%s\"}\n",
-               r->row, f->threads, r->batch, f->image_size, f->channels, mult, r->med,
+               r->row, f->threads, r->batch, r->image_size, r->channels, mult, r->med,
                r->min, r->max, r->flops_per_img, gflops, peak, pct, f->reps, f->warmup,
                r->rss_mb, base_rss, openblas_get_corename());
     }
@@ -356,24 +435,30 @@ static int auto_mult(int *mult, int latent) {
 
 static int row_batch(const Flags *f, const char *row) {
     if (f->batch > 0) return f->batch;
-    if (!strcmp(row, "vae-encode")) return 256;
+    if (!strcmp(row, "vae-encode") || !strcmp(row, "kl-encode")) return 256;
     if (!strcmp(row, "ddim")) return 64;
+    if (!strcmp(row, "kl-train")) return 32;
     return 128;
 }
 
 int main(int argc, char **argv) {
+    // image_size, channels 0: the row's default (f4c4 and UNet rows 1x32x32,
+    // kl rows 3x64x64)
     Flags f = {.row = "all", .mult = NULL, .threads = default_threads(), .batch = 0,
-               .reps = 5, .warmup = 1, .image_size = 32, .channels = 1, .sgemm_reps = 10,
+               .reps = 5, .warmup = 1, .image_size = 0, .channels = 0, .sgemm_reps = 10,
                .seed = 0};
     Opt opts[] = {
-        {"--row", OPT_STR, &f.row, "vae-train, vae-encode, unet-train, ddim, sgemm, flops "
-         "(FLOP counts only) or all", 0},
+        {"--row", OPT_STR, &f.row, "vae-train, vae-encode, unet-train, ddim, kl-train (the "
+         "kl-gan step, discriminator on, without LPIPS), kl-encode, sgemm, flops (FLOP counts "
+         "only) or all", 0},
         {"--threads", OPT_INT, &f.threads, "threads (OpenMP and OpenBLAS)", 0},
-        {"--batch", OPT_INT, &f.batch, "batch; 0: the row's default (train 128, vae-encode 256, ddim 64)", 0},
+        {"--batch", OPT_INT, &f.batch, "batch; 0: the row's default (vae-train and unet-train "
+         "128, kl-train 32, vae-encode and kl-encode 256, ddim 64)", 0},
         {"--reps", OPT_INT, &f.reps, "timed steps (the median is reported)", 0},
         {"--warmup", OPT_INT, &f.warmup, "untimed steps before them", 0},
-        {"--image-size", OPT_INT, &f.image_size, "image side S (multiple of 4); latents are S/4", 0},
-        {"--channels", OPT_INT, &f.channels, "image channels, 1 or 3", 0},
+        {"--image-size", OPT_INT, &f.image_size, "image side S (multiple of 4; kl-train: at "
+         "least 24); latents are S/4; 0: 32, kl rows 64", 0},
+        {"--channels", OPT_INT, &f.channels, "image channels, 1 or 3; 0: 1, kl rows 3", 0},
         {"--channel-mult", OPT_STR, &f.mult, "UNet multipliers (default: 1 then 2 per halving "
          "down to 4x4, i.e. 1,2 on 8x8 latents, 1,2,2 on 16x16)", 0},
         {"--sgemm-reps", OPT_INT, &f.sgemm_reps, "timed 1024 sgemm calls for the peak", 0},
@@ -391,8 +476,9 @@ int main(int argc, char **argv) {
         !strstr(name, "Cooperlake") && !strstr(name, "Sapphire"))
         fprintf(stderr, "note: OPENBLAS_CORETYPE=%s pins OpenBLAS to its %s kernels; this CPU "
                 "has AVX-512 (unset OPENBLAS_CORETYPE to use them)\n", core, name);
-    const char *rows[] = {"vae-train", "vae-encode", "unet-train", "ddim"};
-    int nrows = 4, want[4] = {0}, only_sgemm = 0, only_flops = 0;
+    const char *rows[] = {"vae-train", "vae-encode", "unet-train", "ddim", "kl-train", "kl-encode"};
+    enum { ROW_VAE_TRAIN, ROW_VAE_ENCODE, ROW_UNET_TRAIN, ROW_DDIM, ROW_KL_TRAIN, ROW_KL_ENCODE };
+    int nrows = 6, want[6] = {0}, only_sgemm = 0, only_flops = 0;
     if (!strcmp(f.row, "all")) {
         for (int i = 0; i < nrows; i++) want[i] = 1;
     } else if (!strcmp(f.row, "sgemm")) {
@@ -408,17 +494,38 @@ int main(int argc, char **argv) {
     if (f.threads < 1 || f.batch < 0 || f.reps < 1 || f.warmup < 0 || f.sgemm_reps < 1)
         return errorf("ldm-bench: --threads, --reps and --sgemm-reps must be positive, "
                       "--batch and --warmup non-negative"), 2;
-    if (f.channels != 1 && f.channels != 3)
+    if (f.channels && f.channels != 1 && f.channels != 3)
         return errorf("ldm-bench: --channels must be 1 or 3"), 2;
-    if (f.image_size < 4 || f.image_size % 4 || f.image_size > 4096)
+    if (f.image_size && (f.image_size < 4 || f.image_size % 4 || f.image_size > 4096))
         return errorf("ldm-bench: --image-size must be a multiple of 4 (4..4096)"), 2;
+    // The discriminator's logit map needs S >= 24; --row all skips the row below.
+    if (want[ROW_KL_TRAIN] && f.image_size && f.image_size < 24) {
+        if (strcmp(f.row, "all"))
+            return errorf("ldm-bench: kl-train needs --image-size 24 or more (the "
+                          "discriminator's patches)"), 2;
+        warnf("ldm-bench: kl-train skipped: it needs --image-size 24 or more");
+        want[ROW_KL_TRAIN] = 0;
+    }
     set_threads(f.threads);
     double base_rss = peak_rss_mb();
 
     VaeConfig vcfg;
     vae_config_default(&vcfg);
-    vcfg.in_channels = f.channels;
-    vcfg.image_size = f.image_size;
+    vcfg.in_channels = f.channels ? f.channels : 1;
+    vcfg.image_size = f.image_size ? f.image_size : 32;
+    // The kl family at its spec's defaults (vae-kl-f4, patchgan-d3 width 32);
+    // any S that is a multiple of 4 suits its two halvings.
+    KlConfig kl;
+    kl_config_default(&kl);
+    kl.in_channels = f.channels ? f.channels : 3;
+    kl.image_size = f.image_size ? f.image_size : 64;
+    if (kl_config_check(&kl, "ldm-bench")) return 2;
+    VaeConfig kcfg;
+    vae_config_kl(&kcfg, &kl);
+    PatchganConfig pcfg;
+    patchgan_config_default(&pcfg);
+    pcfg.in_channels = kl.in_channels;
+    pcfg.image_size = kl.image_size;
     UNetConfig ucfg;
     unet_config_default(&ucfg);
     ucfg.latent_channels = vcfg.latent_channels;
@@ -436,17 +543,28 @@ int main(int argc, char **argv) {
 
     double enc = vae_encode_flops(&vcfg), dec = vae_decode_flops(&vcfg);
     double unet = unet_forward_flops(&ucfg);
+    double kl_enc = vae_encode_flops(&kcfg), kl_dec = vae_decode_flops(&kcfg);
+    int has_disc = patchgan_out_size(&pcfg) >= 1;
+    double disc = has_disc ? patchgan_flops(&pcfg) : 0;
     if (only_flops) {
+        char disc_s[32] = "null"; // no discriminator below 24x24
+        if (has_disc) snprintf(disc_s, sizeof disc_s, "%.0f", disc);
         fprintf(stderr, "flops per image (forward): vae encode %.0f, vae decode %.0f, "
-                "unet %.0f (%dx%d latents, channel mult %s)\n", enc, dec, unet,
-                ucfg.latent_size, ucfg.latent_size, mult);
+                "unet %.0f (%dx%dx%d images, %dx%d latents, channel mult %s); vae-kl encode "
+                "%.0f, decode %.0f, discriminator %s (%dx%dx%d images)\n", enc, dec, unet,
+                vcfg.in_channels, vcfg.image_size, vcfg.image_size, ucfg.latent_size,
+                ucfg.latent_size, mult, kl_enc, kl_dec, disc_s, kl.in_channels, kl.image_size,
+                kl.image_size);
         printf("{\"impl\": \"c\", \"row\": \"flops\", \"image_size\": %d, \"channels\": %d, "
                "\"channel_mult\": \"%s\", \"vae_encode_flops\": %.0f, \"vae_decode_flops\": %.0f, "
-               "\"unet_forward_flops\": %.0f}\n", f.image_size, f.channels, mult, enc, dec, unet);
+               "\"unet_forward_flops\": %.0f, \"kl_image_size\": %d, \"kl_channels\": %d, "
+               "\"kl_encode_flops\": %.0f, \"kl_decode_flops\": %.0f, \"disc_forward_flops\": %s}\n",
+               vcfg.image_size, vcfg.in_channels, mult, enc, dec, unet, kl.image_size,
+               kl.in_channels, kl_enc, kl_dec, disc_s);
         return 0;
     }
 
-    Result res[5];
+    Result res[7];
     int nres = 0;
     for (int i = 0; i < nrows; i++) {
         if (!want[i]) continue;
@@ -454,10 +572,13 @@ int main(int argc, char **argv) {
         r->row = rows[i];
         int B = row_batch(&f, rows[i]);
         int nonfinite = 0;
-        if (i == 0 || i == 1) {
+        int is_kl = i == ROW_KL_TRAIN || i == ROW_KL_ENCODE;
+        r->image_size = is_kl ? kl.image_size : vcfg.image_size;
+        r->channels = is_kl ? kl.in_channels : vcfg.in_channels;
+        if (i == ROW_VAE_TRAIN || i == ROW_VAE_ENCODE) {
             VaeBench b;
             vae_bench_init(&b, &vcfg, B, f.seed);
-            if (i == 0) {
+            if (i == ROW_VAE_TRAIN) {
                 r->flops_per_img = 3 * (enc + dec);
                 measure(r, vae_train_step, &b, B, f.warmup, f.reps);
             } else {
@@ -467,7 +588,7 @@ int main(int argc, char **argv) {
             nonfinite = b.nonfinite;
             r->rss_mb = peak_rss_mb();
             vae_bench_free(&b);
-        } else if (i == 2) {
+        } else if (i == ROW_UNET_TRAIN) {
             UNetBench b;
             unet_bench_init(&b, &ucfg, B, f.seed);
             r->flops_per_img = 3 * unet;
@@ -475,6 +596,25 @@ int main(int argc, char **argv) {
             nonfinite = b.nonfinite;
             r->rss_mb = peak_rss_mb();
             unet_bench_free(&b);
+        } else if (i == ROW_KL_TRAIN) {
+            // 3x the forward: the autoencoder's, and the discriminator's
+            // three passes (D(x_hat) for g, then D(x) and D(x_hat) for its own
+            // loss). The adaptive weight's two gradients at the last layer
+            // are not counted.
+            KlBench b;
+            kl_bench_init(&b, &kcfg, B, f.seed);
+            r->flops_per_img = 3 * (kl_enc + kl_dec + 3 * disc);
+            measure(r, kl_train_step, &b, B, f.warmup, f.reps);
+            nonfinite = b.a.nonfinite;
+            r->rss_mb = peak_rss_mb();
+            kl_bench_free(&b);
+        } else if (i == ROW_KL_ENCODE) {
+            VaeBench b;
+            vae_bench_init(&b, &kcfg, B, f.seed);
+            r->flops_per_img = kl_enc;
+            measure(r, vae_encode_step, &b, B, f.warmup, f.reps);
+            r->rss_mb = peak_rss_mb();
+            vae_bench_free(&b);
         } else {
             DdimBench b;
             ddim_bench_init(&b, &ucfg, &vcfg, B, f.seed);
