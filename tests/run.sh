@@ -4,6 +4,7 @@
 # behaviour on bad input). Exits non-zero if any test fails.
 set -eu
 cd "$(dirname "$0")/.."
-# hdf5-tools: h5diff, which the exact-resume tests use to compare checkpoints.
-LDM_EXTRA_PKGS=hdf5-tools tools/setup.sh
+# hdf5-tools: h5diff, which the exact-resume tests use to compare checkpoints;
+# Open MPI: the data-parallel training test (tests/mpi_test.sh).
+LDM_EXTRA_PKGS="hdf5-tools openmpi-bin libopenmpi-dev" tools/setup.sh
 meson test -C build --print-errorlogs "$@"

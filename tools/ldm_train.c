@@ -21,11 +21,19 @@
 // cache's labels (all in 0..K-1), each replaced by the null class K with
 // probability --p-uncond (label dropout, for classifier-free guidance). The
 // held-out loss uses the true labels.
+//
+// Under mpirun -np K (a build with MPI, dist.h) each rank takes its chunks of
+// every batch (--grad-chunks G, K dividing G) and streams only their latents
+// (--in-memory: every rank reads the whole cache); the draws of a step are
+// made for the whole batch by every rank and each uses its items' slice, so
+// the run is that of one process with --grad-chunks G, bit for bit at one
+// thread per rank.
 #include <limits.h>
 #include <math.h>
 #include <string.h>
 
 #include "common.h"
+#include "dist.h"
 #include "image.h"
 #include "latent_cache.h"
 #include "latent_stream.h"
@@ -66,18 +74,19 @@ typedef struct {
     int32_t *all_labels;          // (N) --in-memory with classes only
     float *held_mean, *held_logvar; // (nheld, Z, h, w) each
     int32_t *held_labels;         // (nheld) with classes only
-    float *x0, *noise;            // (B, Z, h, w) each
+    float *x0;                    // (chunk, Z, h, w)
+    float *eps, *noise;           // (B, Z, h, w) each: the draws of the whole batch
     int *t;                       // (B)
-    int *y;                       // (B) labels after dropout, with classes
+    int *y;                       // (B) labels after dropout of this rank's items, with classes
     size_t ln;                    // Z * h * w
     AdamConfig adamw;
+    GradSum gs;
 } LdmRun;
 
 // x0 = scale * (mean + exp(logvar / 2) * eps) for B items: item i at
 // mean + idx[i] * n (idx NULL: at mean + i * n).
 static void draw_latents(float *x0, const float *mean, const float *logvar, const int *idx,
-                         int B, size_t n, double scale, Rng *r, float *eps) {
-    rng_normal_fill(r, eps, (size_t)B * n);
+                         int B, size_t n, double scale, const float *eps) {
     #pragma omp parallel for schedule(static)
     for (int i = 0; i < B; i++) {
         size_t at = (size_t)(idx ? idx[i] : i) * n;
@@ -87,15 +96,22 @@ static void draw_latents(float *x0, const float *mean, const float *logvar, cons
     }
 }
 
-// The loss on B items whose x0, noise and t are drawn from r; y (B) their
-// class labels on a conditional UNet, else NULL.
-static float loss_forward(LdmRun *r, const float *mean, const float *logvar, const int *idx,
-                          const int *y, int B, Rng *rng) {
-    draw_latents(r->x0, mean, logvar, idx, B, r->ln, r->cache.scale_factor, rng, r->noise);
+// The draws of B items from rng, in this order: the posterior samples' eps,
+// the noise, the timesteps.
+static void draw_noise(LdmRun *r, Rng *rng, int B) {
+    rng_normal_fill(rng, r->eps, B * r->ln);
     rng_normal_fill(rng, r->noise, B * r->ln);
     for (int i = 0; i < B; i++) r->t[i] = (int)rng_below(rng, T_STEPS);
+}
+
+// The loss on B items with the draws of places at..at+B-1 of draw_noise's;
+// y (B) their class labels on a conditional UNet, else NULL.
+static float loss_forward(LdmRun *r, const float *mean, const float *logvar, const int *idx,
+                          const int *y, int at, int B) {
+    size_t off = (size_t)at * r->ln;
+    draw_latents(r->x0, mean, logvar, idx, B, r->ln, r->cache.scale_factor, r->eps + off);
     return diffusion_loss_forward_labels(&r->loss, &r->u, &r->sched, r->prediction, r->x0,
-                                         r->noise, r->t, y, B);
+                                         r->noise + off, r->t + at, y, B);
 }
 
 // The key, under the step's stream, of the label dropout draws: value i of
@@ -104,10 +120,13 @@ static float loss_forward(LdmRun *r, const float *mean, const float *logvar, con
 // are.
 #define LABEL_DROP_STREAM 1
 
-// r->y = the labels of the step's B items (item i: lab[idx ? idx[i] : i]),
-// each replaced by the null class with probability p_uncond.
-static void drop_labels(LdmRun *r, const int32_t *lab, const int *idx, int B, const Rng *step) {
+// r->y = the labels of the B items at places first.. of the step's batch
+// (item i: lab[idx ? idx[i] : i]), each replaced by the null class with
+// probability p_uncond.
+static void drop_labels(LdmRun *r, const int32_t *lab, const int *idx, int first, int B,
+                        const Rng *step) {
     Rng drop = rng_derive(step, LABEL_DROP_STREAM);
+    for (int i = 0; i < first; i++) rng_uniform(&drop); // the other ranks' items
     for (int i = 0; i < B; i++) {
         int y = lab[idx ? idx[i] : i];
         r->y[i] = rng_uniform(&drop) < (float)r->p_uncond ? r->num_classes : y;
@@ -119,17 +138,32 @@ static int ldm_step(void *p, long step, Batch cur, Batch next, Metrics *m) {
     const float *mean = r->all_mean, *logvar = r->all_logvar;
     const int32_t *lab = r->all_labels;
     const int *idx = cur.idx;
+    int failed = 0;
     if (!r->in_memory) {
-        if (latent_stream_get(&r->stream, cur.idx, cur.n, &mean, &logvar, &lab)) return -1;
+        // A rank whose read fails still joins the step's sum, to stop every rank.
+        failed = cur.n && latent_stream_get(&r->stream, cur.idx, cur.n, &mean, &logvar, &lab);
         idx = NULL;
-        if (next.n) latent_stream_request(&r->stream, next.idx, next.n);
+        if (next.n && !failed) latent_stream_request(&r->stream, next.idx, next.n);
     }
-    Rng rng = run_stream((uint64_t)r->tr.seed, STREAM_STEP, (uint64_t)step);
-    if (r->num_classes) drop_labels(r, lab, idx, cur.n, &rng);
-    float loss = loss_forward(r, mean, logvar, idx, r->num_classes ? r->y : NULL, cur.n, &rng);
     size_t P = r->u.table.total;
-    memset(r->u.grads, 0, P * sizeof(float));
-    diffusion_loss_backward(&r->loss, &r->u);
+    Rng rng = run_stream((uint64_t)r->tr.seed, STREAM_STEP, (uint64_t)step);
+    if (!failed && r->num_classes) drop_labels(r, lab, idx, cur.first, cur.n, &rng);
+    if (!failed) draw_noise(r, &rng, cur.total);
+    for (int c = 0; c < cur.chunks && !failed; c++) {
+        int lo, n = batch_chunk(cur, c, &lo);
+        float loss = 0;
+        memset(r->u.grads, 0, P * sizeof(float));
+        if (n) {
+            size_t at = idx ? 0 : lo * r->ln; // streamed: this rank's items in order
+            loss = loss_forward(r, mean + at, logvar + at, idx ? idx + lo : NULL,
+                                r->num_classes ? r->y + lo : NULL, cur.first + lo, n);
+            diffusion_loss_backward(&r->loss, &r->u);
+        }
+        // The batch's loss is the mean over its items: each chunk's part.
+        gradsum_add(&r->gs, r->u.grads, &(double){loss}, (double)n / cur.total);
+    }
+    double loss;
+    if (gradsum_reduce(&r->gs, "ldm-train", failed, r->u.grads, &loss)) return -1;
     double gnorm = clip_grad_norm(r->u.grads, P, 1.0);
     adam_update(r->u.params, r->u.grads, r->m, r->v, P, &r->adamw, step + 1);
     ema_update(r->ema, r->u.params, P, ema_decay((float)r->ema_decay, step + 1));
@@ -147,9 +181,9 @@ static int ldm_evaluate(void *p, long step, Metrics *m) {
     double sum = 0;
     for (int i0 = 0; i0 < n; i0 += B) {
         int b = n - i0 < B ? n - i0 : B;
+        draw_noise(r, &rng, b);
         sum += (double)loss_forward(r, r->held_mean + i0 * r->ln, r->held_logvar + i0 * r->ln,
-                                    NULL, r->num_classes ? r->held_labels + i0 : NULL, b,
-                                    &rng) * b;
+                                    NULL, r->num_classes ? r->held_labels + i0 : NULL, 0, b) * b;
     }
     metrics_add(m, "heldout_loss", sum / n);
     snprintf(m->text, sizeof m->text, "held-out loss %.4f (%d latents)", sum / n, n);
@@ -279,6 +313,21 @@ static int check_same_cache(const LdmRun *r, const Attrs *a) {
     return 0;
 }
 
+// What identifies the cache's data, for the ranks to agree on.
+static uint64_t cache_hash(const LatentCache *c) {
+    int64_t dims[6] = {c->N, c->Z, c->h, c->w, c->image_size, c->in_channels};
+    uint64_t h = fnv1a64(FNV_OFFSET, dims, sizeof dims);
+    h = fnv1a64(h, &c->scale_factor, sizeof c->scale_factor);
+    h = fnv1a64(h, c->vae_hash, strlen(c->vae_hash));
+    int labels = c->dlabels >= 0;
+    return fnv1a64(fnv1a64(h, &labels, sizeof labels), c->class_names, strlen(c->class_names));
+}
+
+static uint64_t ldm_weights_hash(void *p) {
+    LdmRun *r = p;
+    return fnv1a64(FNV_OFFSET, r->u.params, r->u.table.total * sizeof(float));
+}
+
 // Reads items [start, start + n) of the cache into mean, logvar and labels
 // (NULL: not read), in blocks.
 static int read_range(LatentCache *c, int64_t start, int64_t n, float *mean, float *logvar,
@@ -349,6 +398,7 @@ int main(int argc, char **argv) {
                        .fid_steps = 50};
     Trainer *t = &r.tr;
     trainer_init(t);
+    t->data_parallel = 1;
     t->lr = 2e-4, t->ckpt_every = 1000, t->eval_every = 500;
     Opt own[] = {
         {"--latents", OPT_STR, &r.latents, "latent cache from vae-encode"},
@@ -399,6 +449,7 @@ int main(int argc, char **argv) {
 
     LatentCache *c = &r.cache;
     if (latent_cache_open(c, r.latents)) return 1;
+    t->data_hash = cache_hash(c);
     if (c->h != c->w) return errorf("%s: latents are not square (%dx%d)", r.latents, c->h, c->w), 1;
     if (t->resuming && check_same_cache(&r, &ck)) return 1;
     if (r.num_classes && check_labels(c, r.num_classes)) return 1;
@@ -421,13 +472,17 @@ int main(int argc, char **argv) {
         return 1;
     if (r.fid_every && fid_setup(&r)) return 1;
     if (trainer_set_data(t, c->N, r.latents)) return 1;
-    int B = (int)t->B;
+    // The UNet and the loss hold one chunk (the whole batch by default), the
+    // stream this rank's chunks.
+    int B = (int)t->B, chunk = t->chunk, share = t->chunks * chunk < B ? t->chunks * chunk : B;
     r.ln = (size_t)c->Z * c->h * c->w;
-    // The held-out latents (at most 512) stay in memory either way.
+    // The held-out latents (at most 512) stay in memory either way; only
+    // rank 0 evaluates.
     r.held_mean = xmalloc(t->nheld * r.ln * sizeof(float) + 1);
     r.held_logvar = xmalloc(t->nheld * r.ln * sizeof(float) + 1);
     if (r.num_classes) r.held_labels = xmalloc(t->nheld * sizeof(int32_t) + 1);
-    if (t->nheld && read_range(c, t->ntrain, t->nheld, r.held_mean, r.held_logvar, r.held_labels))
+    if (t->nheld && dist_rank() == 0 &&
+        read_range(c, t->ntrain, t->nheld, r.held_mean, r.held_logvar, r.held_labels))
         return 1;
     if (r.in_memory) {
         r.all_mean = xmalloc(t->ntrain * r.ln * sizeof(float));
@@ -435,13 +490,14 @@ int main(int argc, char **argv) {
         if (r.num_classes) r.all_labels = xmalloc(t->ntrain * sizeof(int32_t));
         if (read_range(c, 0, t->ntrain, r.all_mean, r.all_logvar, r.all_labels)) return 1;
     } else {
-        latent_stream_init(&r.stream, c, B, r.num_classes > 0);
+        latent_stream_init(&r.stream, c, share, r.num_classes > 0);
     }
 
     UNet *u = &r.u;
     // Resuming loads through unet_load, which checks the sizes the file
     // declares before allocating them.
-    if (t->resuming ? unet_load(u, t->out, "model", B, NULL) : (unet_init(u, cfg, B), 0)) return 1;
+    if (t->resuming ? unet_load(u, t->out, "model", chunk, NULL) : (unet_init(u, cfg, chunk), 0))
+        return 1;
     CHECK(u->cfg.num_classes == r.num_classes); // resume_classes read the same attribute
     if (u->cfg.latent_channels != c->Z || u->cfg.latent_size != c->h)
         return errorf("%s: latents (%d, %d, %d) do not match the UNet of %s (%d, %d, %d)",
@@ -456,25 +512,33 @@ int main(int argc, char **argv) {
             ckpt_read_group(t->out, &u->table, "optim/v", r.v) ||
             ckpt_read_group(t->out, &u->table, "ema", r.ema))
             return 1;
-        fprintf(stderr, "ldm-train: resuming %s at step %ld\n", t->out, t->step);
+        if (dist_rank() == 0)
+            fprintf(stderr, "ldm-train: resuming %s at step %ld\n", t->out, t->step);
     } else {
         Rng init;
         rng_init(&init, (uint64_t)t->seed);
         unet_init_values(u, &init);
         memcpy(r.ema, u->params, P * sizeof(float));
     }
-    diffusion_loss_init(&r.loss, B, r.ln);
-    r.x0 = xmalloc(B * r.ln * sizeof(float));
+    diffusion_loss_init(&r.loss, chunk, r.ln);
+    r.x0 = xmalloc(chunk * r.ln * sizeof(float));
+    r.eps = xmalloc(B * r.ln * sizeof(float));
     r.noise = xmalloc(B * r.ln * sizeof(float));
     r.t = xmalloc(B * sizeof(int));
     r.y = xmalloc(B * sizeof(int));
+    gradsum_init(&r.gs, P, t->chunks, 1);
     r.adamw = (AdamConfig){t->lr, 0.9, 0.999, 1e-8, 0.0, 1};
-    fprintf(stderr, "ldm-train: %lld latents (%d, %d, %d) from %s (%lld held out, %s), %zu "
-            "parameters, batch %d, %ld steps/epoch, %s schedule, %s-prediction, %d threads\n",
-            (long long)t->ntrain, c->Z, c->h, c->w, r.latents, (long long)t->nheld,
-            r.in_memory ? "in memory" : "streamed", P, B, t->steps_per_epoch,
-            r.schedule_name, prediction_name(r.prediction), t->threads);
-    if (r.num_classes)
+    if (dist_rank() == 0)
+        fprintf(stderr, "ldm-train: %lld latents (%d, %d, %d) from %s (%lld held out, %s), %zu "
+                "parameters, batch %d, %ld steps/epoch, %s schedule, %s-prediction, %d threads\n",
+                (long long)t->ntrain, c->Z, c->h, c->w, r.latents, (long long)t->nheld,
+                r.in_memory ? "in memory" : "streamed", P, B, t->steps_per_epoch,
+                r.schedule_name, prediction_name(r.prediction), t->threads);
+    if (dist_rank() == 0 && (t->grad_chunks > 1 || dist_size() > 1))
+        fprintf(stderr, "ldm-train: %d gradient chunks of %d items, %d on each of %d rank%s; "
+                "%.1f MB sent per step by each rank\n", t->grad_chunks, chunk, t->chunks,
+                dist_size(), dist_size() > 1 ? "s" : "", dist_bytes_per_sum(P) / 1e6);
+    if (r.num_classes && dist_rank() == 0)
         fprintf(stderr, "ldm-train: class-conditional on %d classes%s, labels dropped to the null "
                 "class with p = %g\n", r.num_classes, c->class_names[0] ? " (named)" : "",
                 r.p_uncond);
@@ -483,11 +547,12 @@ int main(int argc, char **argv) {
     snprintf(fd_axis, sizeof fd_axis, "FD of %d samples (%s)", r.fid_n, r.fid_every ? r.fnet.name : "");
     TrainerHooks hooks = {"ldm-train", "unet", &r, ldm_step, ldm_evaluate, ldm_save,
                           ldm_sample_grid, r.sample_every, r.fid_every ? ldm_fid : NULL,
-                          r.fid_every, "fd", fd_axis, r.keep_best};
+                          r.fid_every, "fd", fd_axis, r.keep_best, ldm_weights_hash};
     int status = trainer_run(t, &hooks);
     if (!r.in_memory) latent_stream_free(&r.stream);
     latent_cache_close(c);
-    free(r.x0), free(r.noise), free(r.t), free(r.y), free(r.m), free(r.v), free(r.ema);
+    gradsum_free(&r.gs);
+    free(r.x0), free(r.eps), free(r.noise), free(r.t), free(r.y), free(r.m), free(r.v), free(r.ema);
     free(r.all_mean), free(r.all_logvar), free(r.held_mean), free(r.held_logvar);
     free(r.all_labels), free(r.held_labels);
     diffusion_loss_free(&r.loss);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "dist.h"
 #include "paths.h"
 #include "plot.h"
 #include "progress.h"
@@ -40,7 +41,9 @@ void trainer_init(Trainer *t) {
     t->threads = omp_get_num_procs();
     t->ckpt_every = 500;
     t->eval_every = 200;
+    t->grad_chunks = 1;
     t->perm_epoch = t->perm_next_epoch = -1;
+    dist_init();
 }
 
 void trainer_free(Trainer *t) {
@@ -65,11 +68,18 @@ int trainer_parse(Trainer *t, int argc, char **argv, const Opt *own, int nown,
         {"--eval-every", OPT_INT, &t->eval_every, "steps between held-out evaluations (and loss plots)", .lo = 1, .hi = INT_MAX},
         {"--keep", OPT_INT, &t->keep, "also keep the last K step-numbered periodic checkpoints", .hi = 1 << 20},
     };
+    // Not Opt.attr: checkpoints of one chunk, those written before chunks
+    // existed too, do not store it (trainer_resume).
+    const Opt chunks = {"--grad-chunks", OPT_INT, &t->grad_chunks, "G: the batch's gradient "
+                        "is summed over G chunks in a fixed tree (a power of two; under mpirun "
+                        "-np K a multiple of K); the training depends on G, not on K",
+                        .lo = 1, .hi = 1 << 20};
     int ns = sizeof shared / sizeof *shared;
-    CHECK(nown + ns <= (int)(sizeof t->opts / sizeof *t->opts));
+    CHECK(nown + ns + 1 <= (int)(sizeof t->opts / sizeof *t->opts));
     memcpy(t->opts, own, (size_t)nown * sizeof *own);
     memcpy(t->opts + nown, shared, sizeof shared);
     t->nopts = nown + ns;
+    if (t->data_parallel) t->opts[t->nopts++] = chunks;
     int rc = args_parse(argc, argv, t->opts, t->nopts, usage);
     if (rc) return rc;
     const char *prog = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
@@ -126,12 +136,22 @@ int trainer_resume(Trainer *t, const char *kind, Attrs *a) {
     memset(a, 0, sizeof *a);
     if (!t->resume) return 0;
     if (access(t->out, F_OK) != 0) {
-        fprintf(stderr, "no checkpoint at %s; --resume starts a fresh run\n", t->out);
+        if (dist_rank() == 0)
+            fprintf(stderr, "no checkpoint at %s; --resume starts a fresh run\n", t->out);
         return 0;
     }
     if (ckpt_read_attrs(t->out, kind, a)) return -1;
     for (int i = 0; i < t->nopts; i++)
         if (t->opts[i].attr && resume_opt(&t->opts[i], a, t->out)) return -1;
+    if (t->data_parallel) {
+        int g = 1;
+        const AttrSpec gs = {"grad_chunks", SPEC_INT, 1, 1 << 20, &g, SPEC_OPTIONAL};
+        if (attrs_read_specs(a, t->out, &gs, 1)) return -1;
+        if (trainer_given(t, "--grad-chunks") && t->grad_chunks != g)
+            return errorf("--grad-chunks %d contradicts the checkpoint %s (%d); drop the flag "
+                          "to use the checkpoint's value", t->grad_chunks, t->out, g);
+        t->grad_chunks = g;
+    }
     int64_t step;
     if (attrs_get_int(a, t->out, "step", &step)) return -1;
     if (step < 0 || step > (int64_t)1e15)
@@ -141,6 +161,9 @@ int trainer_resume(Trainer *t, const char *kind, Attrs *a) {
     set_threads(t->threads);
     return 0;
 }
+
+// errorf on rank 0 only, for an error every rank meets alike; -1.
+#define all_ranks_error(...) (dist_rank() == 0 ? errorf(__VA_ARGS__) : -1)
 
 int trainer_set_data(Trainer *t, int64_t n, const char *what) {
     t->nheld = n / 10 < 512 ? n / 10 : 512;
@@ -152,6 +175,27 @@ int trainer_set_data(Trainer *t, int64_t n, const char *what) {
     if (t->steps) t->total = t->steps;
     else if (t->epochs) t->total = (long)t->epochs * t->steps_per_epoch;
     else t->total = t->minutes > 0 ? 0 : t->steps_per_epoch;
+    // Every rank meets these alike: rank 0 says it.
+    int G = t->grad_chunks, K = dist_size();
+    if (K > 1 && !t->data_parallel)
+        return all_ranks_error("%s: started as %d ranks, but this program trains on one "
+                               "process only", what, K);
+    if ((G & (G - 1)) || G > t->B)
+        return all_ranks_error("--grad-chunks %d: expected a power of two no larger than the "
+                               "batch (%lld)", G, (long long)t->B);
+    if (K & (K - 1))
+        return all_ranks_error("mpirun -np %d: the number of ranks must be a power of two", K);
+    if (G % K && t->resuming)
+        return all_ranks_error("mpirun -np %d: the run in %s has --grad-chunks %d, which %d "
+                               "ranks cannot share: resume it on a power-of-two number of "
+                               "ranks dividing %d", K, t->out, G, K, G);
+    if (G % K)
+        return all_ranks_error("mpirun -np %d: --grad-chunks %d is not a multiple of the ranks; "
+                               "give --grad-chunks %d (or a larger power of two: the training "
+                               "depends on --grad-chunks, not on the ranks, and one process "
+                               "with the same --grad-chunks trains the same)", K, G, K);
+    t->chunk = (int)((t->B + G - 1) / G);
+    t->chunks = G / K;
     t->perm = xmalloc((size_t)t->ntrain * sizeof(int));
     t->perm_next = xmalloc((size_t)t->ntrain * sizeof(int));
     return 0;
@@ -181,7 +225,12 @@ static Batch batch_of(Trainer *t, long step) {
     }
     const int *perm = t->perm_epoch == epoch ? t->perm : t->perm_next;
     int64_t start = pos * t->B;
-    Batch b = {perm + start, (int)(n - start < t->B ? n - start : t->B)};
+    int total = (int)(n - start < t->B ? n - start : t->B);
+    // This rank's chunks: a slice of the batch, empty for the last ranks of
+    // a short batch.
+    int64_t share = (int64_t)t->chunks * t->chunk, lo = dist_rank() * share, hi = lo + share;
+    lo = lo < total ? lo : total, hi = hi < total ? hi : total;
+    Batch b = {perm + start + lo, (int)(hi - lo), (int)lo, total, t->chunk, t->chunks};
     return b;
 }
 
@@ -354,6 +403,14 @@ static long fault_nan_step(void) {
     return s ? atol(s) : 0;
 }
 
+// LDM_FAULT_DIVERGE_STEP=N (tests/mpi_test.sh): from step N (as logged) on,
+// the last rank reports other weights, to check that the ranks' comparison
+// stops the run.
+static long fault_diverge_step(void) {
+    const char *s = getenv("LDM_FAULT_DIVERGE_STEP");
+    return s ? atol(s) : 0;
+}
+
 static int cmp_long_desc(const void *a, const void *b) {
     long x = *(const long *)a, y = *(const long *)b;
     return (x < y) - (x > y);
@@ -398,6 +455,7 @@ static int save(Trainer *t, const TrainerHooks *h, const char *path) {
     attrs_set_str(&a, "kind", h->kind);
     attrs_set_int(&a, "step", t->step);
     attrs_set_int(&a, "rng_counter", t->step); // per-step streams: the step is the position
+    if (t->grad_chunks > 1) attrs_set_int(&a, "grad_chunks", t->grad_chunks);
     for (int i = 0; i < t->nopts; i++) {
         const Opt *o = &t->opts[i];
         if (!o->attr) continue;
@@ -436,36 +494,73 @@ static double series_min(const Series *s) {
     return m;
 }
 
+// What the ranks must agree on at the start: every flag's value (after
+// --resume took the checkpoint's) and the step they start from.
+static uint64_t flags_hash(const Trainer *t) {
+    uint64_t h = FNV_OFFSET;
+    for (int i = 0; i < t->nopts; i++) {
+        const Opt *o = &t->opts[i];
+        h = fnv1a64(h, o->name, strlen(o->name) + 1);
+        switch (o->type) {
+        case OPT_INT: case OPT_FLAG: h = fnv1a64(h, o->ptr, sizeof(int)); break;
+        case OPT_LONG: h = fnv1a64(h, o->ptr, sizeof(long)); break;
+        case OPT_FLOAT: h = fnv1a64(h, o->ptr, sizeof(double)); break;
+        case OPT_SIZE: h = fnv1a64(h, o->ptr, sizeof(size_t)); break;
+        case OPT_STR: {
+            const char *v = *(const char **)o->ptr;
+            h = v ? fnv1a64(h, v, strlen(v) + 1) : fnv1a64(h, "\xff", 1);
+            break;
+        }
+        }
+    }
+    long at[2] = {t->resuming, t->step};
+    return fnv1a64(h, at, sizeof at);
+}
+
+// Under mpirun: rank 0's status (of work only it does) on every rank.
+static int root_status(int rc) { return dist_size() > 1 ? dist_bcast_int(rc) : rc; }
+
 int trainer_run(Trainer *t, const TrainerHooks *h) {
+    const int root = dist_rank() == 0, K = dist_size();
+    CHECK(K == 1 || (t->data_parallel && h->weights_hash));
     if (t->total && t->step >= t->total) {
-        fprintf(stderr, "%s: %s is already at step %ld >= %ld; nothing to do\n", h->name,
-                t->out, t->step, t->total);
+        if (root)
+            fprintf(stderr, "%s: %s is already at step %ld >= %ld; nothing to do\n", h->name,
+                    t->out, t->step, t->total);
         return 0;
     }
-    if (t->nheld == 0)
+    if (t->nheld == 0 && root)
         fprintf(stderr, "%s: fewer than 10 items: none held out, no evaluation\n", h->name);
     char log_path[PATH_MAX], plot_path[PATH_MAX];
     if (run_files(t->out, log_path, plot_path)) return 1;
     Series train, held, meas;
     series_init(&train), series_init(&held), series_init(&meas);
     CHECK(!h->measure || (h->measure_key && h->measure_every > 0));
-    if (t->resuming && resume_log(&train, &held, &meas, h->measure ? h->measure_key : NULL,
-                                  log_path, t->step))
-        return 1;
     char best_path[PATH_MAX];
     if (h->measure && h->measure_keep_best && trainer_sibling(best_path, t->out, ".best.h5"))
         return 1;
+    // Only rank 0 writes the log; every rank learns whether it could.
+    FILE *log = NULL;
+    int failed = root && t->resuming &&
+                 resume_log(&train, &held, &meas, h->measure ? h->measure_key : NULL, log_path,
+                            t->step);
+    if (root && !failed) failed = !(log = open_log(log_path, t->resuming));
+    if (K > 1 && dist_start(h->name, failed, flags_hash(t), t->data_hash,
+                            h->weights_hash(h->state)))
+        failed = 1;
+    if (failed) {
+        if (log) fclose(log);
+        return 1;
+    }
     double best = series_min(&meas);
     const char *held_axis = NULL; // the evaluation's, once it has run
-    FILE *log = open_log(log_path, t->resuming);
-    if (!log) return 1;
 
     interrupt_install();
     Progress prog;
     progress_init(&prog, t->step);
     double t0 = now_seconds(), budget = t->minutes * 60.0;
-    long items = 0, nan_step = fault_nan_step();
-    int status = 0;
+    long items = 0, nan_step = fault_nan_step(), diverge_step = fault_diverge_step();
+    int status = 0, signalled = 0;
     while (!t->total || t->step < t->total) {
         Batch cur = batch_of(t, t->step);
         Batch next = {NULL, 0};
@@ -480,65 +575,87 @@ int trainer_run(Trainer *t, const TrainerHooks *h) {
         int bad = -1;
         for (int i = 0; i < m.n && bad < 0; i++)
             if (!isfinite(m.v[i])) bad = i;
-        if (bad >= 0) {
-            progress_end(&prog);
-            errorf("%s: step %ld: the %s is not finite; stopping without overwriting %s",
-                   h->name, t->step + 1, m.key[bad], t->out);
+        if (bad >= 0) { // the figures are the batch's, the same on every rank
+            if (root) {
+                progress_end(&prog);
+                errorf("%s: step %ld: the %s is not finite; stopping without overwriting %s",
+                       h->name, t->step + 1, m.key[bad], t->out);
+            }
             status = 1;
             break;
         }
         t->step++;
-        items += cur.n;
+        items += cur.total;
 
         double el = now_seconds() - t0;
-        fprintf(log, "{\"step\": %ld, \"epoch\": %.4f", t->step, (double)t->step / t->steps_per_epoch);
         char parts[160];
         int len = 0;
+        if (log)
+            fprintf(log, "{\"step\": %ld, \"epoch\": %.4f", t->step,
+                    (double)t->step / t->steps_per_epoch);
         for (int i = 0; i < m.n; i++) {
-            json_number(log, m.key[i], m.v[i]);
+            if (log) json_number(log, m.key[i], m.v[i]);
             if (len < (int)sizeof parts)
                 len += snprintf(parts + len, sizeof parts - len, "%s%s %.4g", i ? " " : "",
                                 m.key[i], m.v[i]);
         }
-        fprintf(log, ", \"img_per_s\": %.2f, \"elapsed_s\": %.3f}\n", items / el, el);
+        if (log) fprintf(log, ", \"img_per_s\": %.2f, \"elapsed_s\": %.3f}\n", items / el, el);
         series_add(&train, (double)t->step, m.v[0]);
         int last = (t->total && t->step >= t->total) || (budget > 0 && el >= budget) ||
                    interrupted();
+        if (K > 1) { // any rank's budget or interrupt ends every rank's run
+            int why = dist_or(last | (interrupted() ? 2 : 0));
+            last = why != 0, signalled = signalled || (why & 2);
+        }
         double left = budget > 0 ? fmax(0, budget - el) : -1;
         if (t->total && budget > 0)
             left = fmin(left, el / (t->step - prog.step_start) * (t->total - t->step));
-        progress_print(&prog, t->step, t->total, items, parts, left, last);
-        if (t->nheld > 0 && (t->step % t->eval_every == 0 || last)) {
-            Metrics e = {0};
-            if (h->evaluate(h->state, t->step, &e)) {
+        if (root) progress_print(&prog, t->step, t->total, items, parts, left, last);
+        int evaluate = t->nheld > 0 && (t->step % t->eval_every == 0 || last);
+        int ckpt = t->step % t->ckpt_every == 0 || last;
+        if (K > 1 && (evaluate || ckpt)) {
+            uint64_t w = h->weights_hash(h->state);
+            if (diverge_step && t->step >= diverge_step && dist_rank() == K - 1) w ^= 1;
+            if (dist_same(h->name, w, "weights")) {
                 status = 1;
                 break;
             }
-            CHECK(e.n >= 1);
-            fprintf(log, "{\"step\": %ld", t->step);
-            for (int i = 0; i < e.n; i++) json_number(log, e.key[i], e.v[i]);
-            fprintf(log, "}\n");
-            fflush(log);
-            if (!prog.is_tty || last) {
-                progress_end(&prog);
-                fprintf(stderr, "step %ld: %s\n", t->step, e.text);
-            }
-            if (!isfinite(e.v[0])) {
-                progress_end(&prog);
-                errorf("%s: step %ld: the %s is not finite; stopping without overwriting %s",
-                       h->name, t->step, e.key[0], t->out);
-                status = 1;
-                break;
-            }
-            series_add(&held, (double)t->step, e.v[0]);
-            held_axis = e.axis;
-            draw_plot(plot_path, h, t->out, &train, &held, held_axis, &meas);
         }
-        fflush(log);
-        if (h->extra && h->extra_every > 0 && (t->step % h->extra_every == 0 || last))
+        if (evaluate) {
+            int rc = 0;
+            Metrics e = {0};
+            if (root && h->evaluate(h->state, t->step, &e)) rc = 1;
+            if (root && rc == 0) {
+                CHECK(e.n >= 1);
+                fprintf(log, "{\"step\": %ld", t->step);
+                for (int i = 0; i < e.n; i++) json_number(log, e.key[i], e.v[i]);
+                fprintf(log, "}\n");
+                fflush(log);
+                if (!prog.is_tty || last) {
+                    progress_end(&prog);
+                    fprintf(stderr, "step %ld: %s\n", t->step, e.text);
+                }
+                if (!isfinite(e.v[0])) {
+                    progress_end(&prog);
+                    errorf("%s: step %ld: the %s is not finite; stopping without overwriting %s",
+                           h->name, t->step, e.key[0], t->out);
+                    rc = 1;
+                } else {
+                    series_add(&held, (double)t->step, e.v[0]);
+                    held_axis = e.axis;
+                    draw_plot(plot_path, h, t->out, &train, &held, held_axis, &meas);
+                }
+            }
+            if (root_status(rc)) {
+                status = 1;
+                break;
+            }
+        }
+        if (log) fflush(log);
+        if (root && h->extra && h->extra_every > 0 && (t->step % h->extra_every == 0 || last))
             h->extra(h->state, t->step);
         int new_best = 0;
-        if (h->measure && (t->step % h->measure_every == 0 || last)) {
+        if (root && h->measure && (t->step % h->measure_every == 0 || last)) {
             Metrics e = {0};
             progress_end(&prog);
             if (h->measure(h->state, t->step, &e) == 0) {
@@ -557,27 +674,25 @@ int trainer_run(Trainer *t, const TrainerHooks *h) {
                       t->step, h->measure_key);
             }
         }
-        if (t->step % t->ckpt_every == 0 || last) {
-            if (save(t, h, t->out)) {
-                status = 1;
-                break;
-            }
+        if (ckpt && root_status(root ? save(t, h, t->out) : 0)) {
+            status = 1;
+            break;
         }
         if (new_best && save(t, h, best_path) == 0)
             fprintf(stderr, "%s: step %ld: best %s so far (%.4g): %s\n", h->name, t->step,
                     h->measure_key, best, best_path);
         if (last) break;
     }
-    progress_end(&prog);
-    if (status == 0) {
-        if (interrupted())
+    if (root) progress_end(&prog);
+    if (status == 0 && root) {
+        if (K > 1 ? signalled : interrupted())
             fprintf(stderr, "%s: interrupted; checkpoint written to %s at step %ld\n", h->name,
                     t->out, t->step);
         else
             fprintf(stderr, "%s: done, step %ld, %.1f s, checkpoint %s, loss plot %s\n",
                     h->name, t->step, now_seconds() - t0, t->out, plot_path);
     }
-    fclose(log);
+    if (log) fclose(log);
     series_free(&train), series_free(&held), series_free(&meas);
     return status;
 }

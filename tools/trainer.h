@@ -8,6 +8,13 @@
 // autoencoder and its discriminator) does both updates inside its step and
 // writes both in its save, and reports each loss as a metric.
 //
+// Data-parallel (dist.h): under mpirun every rank runs the same main(); the
+// loop agrees on the flags, data and weights at the start, gives each rank
+// its share of every batch, stops every rank together (an interrupt or a
+// failure on any rank, the budget of any), and only rank 0 writes the log,
+// the plot and the checkpoints and runs the evaluation, extra and measure
+// hooks.
+//
 // The order of use in a trainer's main():
 //   trainer_init -> trainer_parse (shared + own flags) -> trainer_check_paths
 //   (the outputs against the inputs) -> trainer_resume
@@ -41,11 +48,34 @@ typedef struct {
 } Metrics;
 void metrics_add(Metrics *m, const char *key, double v);
 
-// The items of one step: indices into the training items [0, ntrain).
+// The items of one step on this rank: indices into the training items
+// [0, ntrain). On one process with one gradient chunk (the default) that is
+// the whole batch: first = 0, total = n, chunks = 1, chunk = n.
+//
+// A data-parallel program (Trainer.data_parallel) computes its gradient in
+// `chunks` chunks of `chunk` items in order (batch_chunk; the last ones of a
+// short batch hold fewer items or none), hands each to gradsum_add and sums
+// them with gradsum_reduce (dist.h). Every per-item draw of item i must be
+// keyed by its place in the step's batch, first + i, not by i: draw for all
+// `total` items and use this rank's slice, so that any number of ranks draws
+// what one process draws. A step that fails (a read error) still calls
+// gradsum_reduce, with failed = 1, so that every rank stops with it.
 typedef struct {
     const int *idx;
     int n;
+    int first;  // the place of idx[0] in the step's batch (over all ranks)
+    int total;  // the items of the step over all ranks
+    int chunk;  // items per gradient chunk
+    int chunks; // the chunks of this rank
 } Batch;
+
+// The items of chunk c of b: b.idx[*lo ..], returns their number (0: an
+// empty chunk, which adds a zero gradient).
+static inline int batch_chunk(Batch b, int c, int *lo) {
+    *lo = c * b.chunk;
+    int n = b.n - *lo;
+    return n < 0 ? 0 : n < b.chunk ? n : b.chunk;
+}
 
 typedef struct {
     const char *name; // program name for messages, e.g. "vae-train"
@@ -74,6 +104,10 @@ typedef struct {
     int measure_every;
     const char *measure_key, *measure_axis;
     int measure_keep_best;
+    // Data-parallel programs: a hash of the weights (fnv1a64), which every
+    // rank must agree on at the start, at every evaluation and before every
+    // checkpoint; a mismatch stops the run.
+    uint64_t (*weights_hash)(void *state);
 } TrainerHooks;
 
 typedef struct {
@@ -85,6 +119,17 @@ typedef struct {
     double minutes, lr;
     int batch, seed, threads, resume, ckpt_every, eval_every, keep;
 
+    int grad_chunks;           // --grad-chunks, G (data-parallel programs)
+
+    // Set by the program before trainer_parse: its step follows Batch's
+    // chunks and sums them with gradsum (dist.h), so it takes --grad-chunks
+    // and runs under mpirun on more than one rank.
+    int data_parallel;
+    // Set by the program before trainer_run: a hash (fnv1a64) of what
+    // identifies its data (e.g. the latent cache's attributes), which every
+    // rank must agree on.
+    uint64_t data_hash;
+
     // Every flag of the program: its own, then the shared ones.
     Opt opts[64];
     int nopts;
@@ -93,6 +138,7 @@ typedef struct {
     long step;                 // steps done (from the checkpoint when resuming)
     int64_t ntrain, nheld, B;  // training items, held-out items, batch
     long steps_per_epoch, total; // total: 0 = only the clock
+    int chunk, chunks;         // items per gradient chunk, this rank's chunks
     int *perm;                 // (ntrain) the order of epoch perm_epoch
     int *perm_next;            // (ntrain) the order of epoch perm_next_epoch
     long perm_epoch, perm_next_epoch;
@@ -121,6 +167,9 @@ int trainer_sibling(char *buf, const char *out, const char *suffix);
 int trainer_resume(Trainer *t, const char *kind, Attrs *a);
 // The data: n items of which the last min(n / 10, 512) are held out; the
 // batch is clamped to the training items. -1 with a message when too few.
+// Also cuts the batch into --grad-chunks chunks of ceil(B / G) items, G / K
+// of them on each of the K ranks: -1 with a message when G is not a power of
+// two, exceeds the batch or is not a multiple of K (a power of two too).
 int trainer_set_data(Trainer *t, int64_t n, const char *what);
 // Runs until a budget ends or an interrupt; 0 on success (including an
 // interrupt that ended with a checkpoint), 1 on failure.
