@@ -39,6 +39,19 @@ void unet_config_default(UNetConfig *c) {
     c->time_dim = 64;
 }
 
+void unet_config_levels(UNetConfig *c, int h) {
+    int L = 0, side = h;
+    c->latent_size = h;
+    c->channel_mult[L++] = 1;
+    while (side > 4 && side % 2 == 0 && L < UNET_MAX_LEVELS) {
+        side /= 2;
+        c->channel_mult[L++] = 2;
+    }
+    c->num_levels = L;
+    c->num_attn = 1;
+    c->attn_resolutions[0] = side;
+}
+
 int unet_config_check(const UNetConfig *c, const char *what) {
     if (c->latent_channels < 1 || c->latent_size < 1 || c->base_channels < 1)
         return errorf("%s: UNet latent channels, latent size and base channels must be positive", what);

@@ -36,6 +36,11 @@ typedef struct {
 } UNetConfig;
 
 void unet_config_default(UNetConfig *c); // the spec's unet-s
+// The default levels for latents of side h (ldm-train without --channel-mult
+// and --attn-res): multipliers 1, then 2 for each halving while the side is
+// above 4 and even, attention at the lowest side: unet-s's (1, 2) with
+// attention at 4 on 8x8 latents, (1, 2, 2) with attention at 4 on 16x16.
+void unet_config_levels(UNetConfig *c, int h);
 // Checks a configuration that came from a user or a file; -1 with a message
 // naming `what` (e.g. the checkpoint path) when it cannot be built.
 int unet_config_check(const UNetConfig *c, const char *what);

@@ -18,7 +18,8 @@ usage: $0 --data SRC --out DIR [options]
   --hflip             random horizontal flips for the VAE
   --vae-minutes M     VAE budget (default 3)
   --ldm-minutes M     UNet budget (default 6)
-  --attn-res LIST     latent sides with attention (default: latent side / 2)
+  --arch A            autoencoder family: f4c4 (default) or kl (photographs; see README)
+  --attn-res LIST     latent sides with attention (default: ldm-train's, the lowest level's)
   --n N               images to sample (default 64)
   --eta E             DDIM eta of the final samples (default 0, deterministic)
   --threads T         threads (default: all cores)
@@ -26,7 +27,7 @@ usage: $0 --data SRC --out DIR [options]
 USAGE
 }
 
-data="" out="" size=32 ch=1 hflip="" vmin=3 lmin=6 attn="" n=64 eta=0 threads="" seed=0
+data="" out="" size=32 ch=1 hflip="" vmin=3 lmin=6 attn="" arch=f4c4 n=64 eta=0 threads="" seed=0
 while [ $# -gt 0 ]; do
     case $1 in
     --data) data=$2; shift 2 ;;
@@ -37,6 +38,7 @@ while [ $# -gt 0 ]; do
     --vae-minutes) vmin=$2; shift 2 ;;
     --ldm-minutes) lmin=$2; shift 2 ;;
     --attn-res) attn=$2; shift 2 ;;
+    --arch) arch=$2; shift 2 ;;
     --n) n=$2; shift 2 ;;
     --eta) eta=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
@@ -48,7 +50,8 @@ done
 [ -n "$data" ] && [ -n "$out" ] || { usage; echo "error: --data and --out are required" >&2; exit 2; }
 [ -x "$BIN/vae-train" ] || { echo "error: $BIN/vae-train not found; run tools/setup.sh first" >&2; exit 1; }
 mkdir -p "$out" || exit 1
-[ -n "$attn" ] || attn=$((size / 8))
+attnflag=""
+[ -n "$attn" ] && attnflag="--attn-res $attn"
 common="--seed $seed"
 [ -n "$threads" ] && common="$common --threads $threads"
 
@@ -65,11 +68,11 @@ run() {
 
 t0=$(date +%s)
 run vae-train "$BIN/vae-train" --data "$data" --out "$out/vae.h5" --minutes "$vmin" \
-    --image-size "$size" --channels "$ch" $hflip --resume $common
+    --arch "$arch" --image-size "$size" --channels "$ch" $hflip --resume $common
 run vae-reconstruct "$BIN/vae-reconstruct" --vae "$out/vae.h5" --data "$data" --n 32 --out "$out/reconstructions.png"
 run vae-encode "$BIN/vae-encode" --vae "$out/vae.h5" --data "$data" --out "$out/latents.h5" $common
 run ldm-train "$BIN/ldm-train" --latents "$out/latents.h5" --out "$out/unet.h5" --minutes "$lmin" \
-    --attn-res "$attn" --resume $common
+    $attnflag --resume $common
 run ldm-sample "$BIN/ldm-sample" --unet "$out/unet.h5" --vae "$out/vae.h5" --n "$n" \
     --eta "$eta" --out "$out/samples.png" $common
 echo "$0: done in $(( $(date +%s) - t0 )) s; samples in $out/samples.png" >&2

@@ -392,8 +392,8 @@ static int check_labels(LatentCache *c, int K) {
 
 int main(int argc, char **argv) {
     tool_process_init();
-    static LdmRun r = {.schedule_name = "linear", .prediction_name = "eps", .mult = "1,2",
-                       .attn = "4", .ema_decay = 0.999, .base_channels = 64,
+    static LdmRun r = {.schedule_name = "linear", .prediction_name = "eps", .mult = "auto",
+                       .attn = "auto", .ema_decay = 0.999, .base_channels = 64,
                        .num_res_blocks = 2, .heads = 1, .p_uncond = 0.1, .fid_n = 1000,
                        .fid_steps = 50};
     Trainer *t = &r.tr;
@@ -407,9 +407,9 @@ int main(int argc, char **argv) {
         {"--prediction", OPT_STR, &r.prediction_name, "what the UNet predicts: eps or v", .attr = "prediction"},
         {"--ema", OPT_FLOAT, &r.ema_decay, "EMA decay (with the latent-diffusion warm-up)", .attr = "ema_decay", .hi = 0.999999},
         {"--base-channels", OPT_INT, &r.base_channels, "UNet base width", .attr = "base_channels", .lo = 1, .hi = 4096},
-        {"--channel-mult", OPT_STR, &r.mult, "width multipliers per level", .attr = "channel_mult"},
+        {"--channel-mult", OPT_STR, &r.mult, "width multipliers per level (auto: 1, then 2 for each halving of the latent side down to 4: 1,2 on 8x8 latents, 1,2,2 on 16x16)", .attr = "channel_mult"},
         {"--num-res-blocks", OPT_INT, &r.num_res_blocks, "ResBlocks per level", .attr = "num_res_blocks", .lo = 1, .hi = 64},
-        {"--attn-res", OPT_STR, &r.attn, "latent sides that get attention, e.g. 4 or 8,4", .attr = "attn_resolutions"},
+        {"--attn-res", OPT_STR, &r.attn, "latent sides that get attention, e.g. 4 or 8,4 (auto: the lowest level's side)", .attr = "attn_resolutions"},
         {"--heads", OPT_INT, &r.heads, "attention heads", .attr = "num_heads", .lo = 1, .hi = 1024},
         {"--sample-every", OPT_INT, &r.sample_every, "steps between sample grids (needs --vae)", .hi = 1 << 30},
         {"--vae", OPT_STR, &r.vae_path, "the VAE that made the cache, to decode sample grids"},
@@ -459,6 +459,19 @@ int main(int argc, char **argv) {
     cfg->base_channels = r.base_channels, cfg->num_res_blocks = r.num_res_blocks;
     cfg->num_heads = r.heads;
     cfg->num_classes = r.num_classes;
+    // "auto" levels follow the latent side (unet_config_levels); the lists
+    // are what the checkpoint records.
+    static char auto_mult[64], auto_attn[64];
+    UNetConfig lv = *cfg;
+    unet_config_levels(&lv, c->h);
+    if (!strcmp(r.mult, "auto")) {
+        int_list_format(auto_mult, sizeof auto_mult, lv.channel_mult, lv.num_levels);
+        r.mult = auto_mult;
+    }
+    if (!strcmp(r.attn, "auto")) {
+        int_list_format(auto_attn, sizeof auto_attn, lv.attn_resolutions, lv.num_attn);
+        r.attn = auto_attn;
+    }
     if ((cfg->num_levels = int_list_parse(cfg->channel_mult, UNET_MAX_LEVELS, r.mult, "--channel-mult")) < 0 ||
         (cfg->num_attn = int_list_parse(cfg->attn_resolutions, UNET_MAX_LEVELS, r.attn, "--attn-res")) < 0 ||
         (r.prediction = prediction_from_name(r.prediction_name,
