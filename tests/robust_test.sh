@@ -22,36 +22,6 @@ if ! command -v h5diff >/dev/null 2>&1 || ! command -v h5dump >/dev/null 2>&1; t
 fi
 . "$(dirname "$0")/testlib.sh"
 
-# run NAME CMD...: runs CMD with stdout+stderr in $T/NAME.err, sets $rc.
-run() { n=$1; shift; "$@" >"$T/$n.err" 2>&1; rc=$?; }
-ok() { # ok NAME: the last run exited 0, else print its tail
-    if [ "$rc" -eq 0 ]; then return 0; fi
-    echo "    (exit $rc)"; tail -3 "$T/$1.err" | sed 's/^/    /'; return 1
-}
-# same_ckpt A B: every dataset and attribute identical (h5diff compares
-# values exactly when no tolerance is given; objects in one file only count).
-same_ckpt() {
-    h5diff -q "$1" "$2" >/dev/null 2>&1 && return 0
-    h5diff "$1" "$2" 2>&1 | grep -v '^0 differences' | grep -B1 'differences\|Not comparable' | head -6 | sed 's/^/    /'
-    return 1
-}
-# train_lines LOG: the per-step training records without timings.
-train_lines() { grep '"loss"' "$1" | sed 's/, "img_per_s".*//'; }
-same_losses() {
-    train_lines "$1" >"$T/l1"; train_lines "$2" >"$T/l2"
-    [ -s "$T/l1" ] && cmp -s "$T/l1" "$T/l2" && return 0
-    diff "$T/l1" "$T/l2" | head -4 | sed 's/^/    /'; return 1
-}
-# ckpt_step FILE: the root attribute `step`.
-ckpt_step() { h5dump -a /step "$1" 2>/dev/null | sed -n 's/.*(0): \([0-9-]*\).*/\1/p'; }
-# wait_lines LOG N: waits (up to 60 s) until LOG has N training records.
-wait_lines() {
-    i=0
-    while [ "$(cat "$1" 2>/dev/null | grep -c '"loss"')" -lt "$2" ] && [ $i -lt 600 ]; do
-        sleep 0.1; i=$((i + 1))
-    done
-}
-
 V="--data fashion-mnist-test --batch 16 --base-channels 4 --threads 1 --eval-every 1000"
 VR="--data fashion-mnist-test --threads 1 --eval-every 1000"
 
