@@ -3,7 +3,9 @@
 // every parameter gradient, the input gradients and the last layer's
 // gradient), the full vae-kl-f4 (parameter counts, a forward on weights both
 // sides compute from a formula), f8 shapes, thread invariance, init values
-// and bad configurations.
+// and bad configurations; inference (kl_encode/kl_decode, vae_encode/
+// vae_decode of both families) bit-identical to the training forward and
+// its memory; patchgan-d3's FLOP count.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +16,7 @@
 #include "checkpoint.h"
 #include "common.h"
 #include "kl.h"
+#include "layers.h"
 #include "rng.h"
 #include "testutil.h"
 #include "vae.h"
@@ -217,6 +220,113 @@ static void test_small(void) {
     kl_free(&k);
 }
 
+// Inference (kl_encode / kl_decode through vae_encode / vae_decode) against
+// the training forward, bit for bit, at B 1 and 3, both families.
+static void test_infer(void) {
+    KlConfig k = golden_config();
+    VaeConfig c;
+    vae_config_kl(&c, &k);
+    Vae v;
+    vae_init(&v, &c, 3);
+    float *params = read_f("params", v.table.total);
+    memcpy(v.params, params, v.table.total * sizeof(float));
+    check_true("kl: vae_init allocates no training activations", v.klv.acts == NULL);
+    int S = k.image_size, h = kl_latent_size(&k);
+    size_t nx = (size_t)k.in_channels * S * S, nz = (size_t)k.z_channels * h * h;
+    Rng rng;
+    rng_init(&rng, 11);
+    float *x = xmalloc(3 * nx * sizeof(float)), *z = xmalloc(3 * nz * sizeof(float));
+    rng_uniform_fill(&rng, x, 3 * nx, -1.0f, 1.0f);
+    rng_normal_fill(&rng, z, 3 * nz);
+    Run a = alloc_run(3 * nx, 3 * nz, v.klv.last_w_size);
+    Run b = alloc_run(3 * nx, 3 * nz, v.klv.last_w_size);
+    int ok = 1;
+    for (int B = 1; B <= 3; B += 2) {
+        vae_encode(&v, a.mean, a.logvar, x, B);
+        vae_decode(&v, a.xhat, z, B);
+        ok &= B > 1 || v.klv.acts == NULL; // B 3 follows B 1's training forwards
+        kl_encode_forward(&v.klv, b.mean, b.logvar, x, B);
+        kl_decode_forward(&v.klv, b.xhat, z, B);
+        ok &= same(a.mean, b.mean, B * nz) && same(a.logvar, b.logvar, B * nz) &&
+              same(a.xhat, b.xhat, B * nx);
+    }
+    check_true("kl: vae_encode / vae_decode = kl_encode_forward / kl_decode_forward bit for "
+               "bit at B 1 (own buffers) and 3 (in the training activations), no training "
+               "memory before the first training forward",
+               ok);
+    check_true("kl: once training has started, inference runs in its activations",
+               v.klv.infer == v.klv.acts && v.klv.acts != NULL);
+
+    // the golden's training step, then inference, then the step again: the
+    // same dx, dz and gradients bit for bit
+    Run in = {0};
+    in.nx = 2 * nx, in.nz = 2 * nz;
+    in.x = read_f("x", 2 * nx), in.z = read_f("z", 2 * nz);
+    in.w1 = read_f("w1", 2 * nx), in.w4 = read_f("w4", 2 * nx);
+    in.w2 = read_f("w2", 2 * nz), in.w3 = read_f("w3", 2 * nz);
+    run_small(&v.klv, &in, &a, 2);
+    float *g = xmalloc(v.table.total * sizeof(float));
+    memcpy(g, v.grads, v.table.total * sizeof(float));
+    vae_encode(&v, b.mean, b.logvar, x, 3);
+    vae_decode(&v, b.xhat, z, 3);
+    run_small(&v.klv, &in, &b, 2);
+    check_true("kl: a training step after inference in its activations: dx, dz, the last "
+               "layer's and every parameter gradient bit-identical",
+               same(a.dx, b.dx, 2 * nx) && same(a.dz, b.dz, 2 * nz) &&
+                   same(a.dlast, b.dlast, v.klv.last_w_size) && same(g, v.grads, v.table.total));
+    free(g), free(params);
+    free_run(&in), free_run(&a), free_run(&b);
+    vae_free(&v);
+
+    // f4c4: encode + decode of the mean = its training forward at eps 0 (the
+    // loss terms from the same kernels)
+    vae_config_default(&c);
+    vae_init(&v, &c, 3);
+    params_init_values(&v.table, v.params, &rng);
+    nx = (size_t)c.in_channels * c.image_size * c.image_size;
+    h = vae_latent_size(&c);
+    nz = (size_t)c.latent_channels * h * h;
+    float *fx = xmalloc(3 * nx * sizeof(float)), *eps = xcalloc(3 * nz, sizeof(float));
+    float *m = xmalloc(3 * nz * sizeof(float)), *lv = xmalloc(3 * nz * sizeof(float));
+    float *xh = xmalloc(3 * nx * sizeof(float));
+    rng_uniform_fill(&rng, fx, 3 * nx, -1.0f, 1.0f);
+    ok = 1;
+    for (int B = 1; B <= 3; B += 2) {
+        vae_encode(&v, m, lv, fx, B);
+        vae_decode(&v, xh, m, B);
+        float rec = (float)(sq_err_forward(xh, fx, B * nx) / B);
+        float kl = (float)(gaussian_kl_forward(m, lv, B * nz) / B);
+        vae_forward(&v, fx, eps, B);
+        ok &= rec == v.rec && kl == v.kl;
+    }
+    check_true("f4c4: vae_encode / vae_decode = the training forward (eps 0) bit for bit "
+               "at B 1 and 3", ok);
+    free(fx), free(eps), free(m), free(lv), free(xh), free(x), free(z);
+    vae_free(&v);
+}
+
+// vae-kl-f4 loaded for vae-encode's default batch: its buffers (allocated,
+// not touched here) against what training would take. Both halves share
+// them, sized by the decoder's (B, 64, 64, 64) tensors; an encode touches
+// about half, and the blocks' forwards leave two thirds of their work
+// unused (it serves their backwards).
+static void test_memory(void) {
+    KlConfig k;
+    kl_config_default(&k);
+    VaeConfig c;
+    vae_config_kl(&c, &k);
+    Vae v;
+    vae_init(&v, &c, 256);
+    double mb = 1.0 / (1 << 20);
+    double infer = (double)(v.klv.infer_floats + v.klv.work_floats) * sizeof(float) * mb;
+    double train = (double)(v.klv.acts_floats + v.klv.train_work_floats) * sizeof(float) * mb;
+    char msg[200];
+    snprintf(msg, sizeof msg, "vae-kl-f4, max_batch 256: inference buffers %.0f MB (bound "
+             "2300), training's would be %.0f MB, none allocated", infer, train);
+    check_true(msg, infer < 2300 && infer < train / 3 && v.klv.acts == NULL);
+    vae_free(&v);
+}
+
 // kl_mirror.formula_fill / formula_input, in C.
 static void formula_fill(const ParamTable *t, float *p) {
     for (int ti = 0; ti < t->n; ti++) {
@@ -284,6 +394,13 @@ static void test_full(void) {
     // 3e-4: float32 (Winograd) rounding through about 20 convs of growing output
     check_close("vae-kl-f4: xhat = decode(mean)", xhat, ref, nx, 3e-4);
     free(ref);
+    float *m2 = xmalloc(nz * sizeof(float)), *lv2 = xmalloc(nz * sizeof(float));
+    float *xh2 = xmalloc(nx * sizeof(float));
+    kl_encode(&k, m2, lv2, x, 1);
+    kl_decode(&k, xh2, mean, 1);
+    check_true("vae-kl-f4: kl_encode / kl_decode (inference) = the training forward bit for bit",
+               same(m2, mean, nz) && same(lv2, logvar, nz) && same(xh2, xhat, nx));
+    free(m2), free(lv2), free(xh2);
 
     // thread invariance at full width (the Winograd and 1x1 GEMM paths the
     // reduced config is too narrow for): a step of sum(xhat) + sum(mean) +
@@ -366,6 +483,14 @@ static void test_flops(void) {
         ok &= vae_encode_flops(&c) == want[i].enc && vae_decode_flops(&c) == want[i].dec;
     }
     check_true("kl FLOPs (f4 and f8, attention at 16) = PyTorch hook counts", ok);
+    // patchgan-d3 on 3x64x64, width 32: 64 -> 32 -> 16 -> 8 -> 7 -> 6, by hand
+    PatchganConfig pc;
+    patchgan_config_default(&pc);
+    double d = 2.0 * 16 * (32 * 32 * 32 * 3 + 64 * 16 * 16 * 32 + 128 * 8 * 8 * 64 +
+                           256 * 7 * 7 * 128 + 1 * 6 * 6 * 256);
+    char msg[120];
+    snprintf(msg, sizeof msg, "patchgan_forward_flops (patchgan-d3, 3x64x64) = %.0f", d);
+    check_true(msg, patchgan_forward_flops(&pc) == d && d == 88375296.0);
 }
 
 static void test_bad_configs(void) {
@@ -526,6 +651,8 @@ int main(int argc, char **argv) {
         return write_ckpt(argv[2], &k, 1, NULL, NULL) ? 1 : 0;
     }
     test_small();
+    test_infer();
+    test_memory();
     test_full();
     test_f8();
     test_bad_configs();

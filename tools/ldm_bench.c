@@ -211,21 +211,6 @@ static void kl_train_step(void *ctx) {
     if (!isfinite(loss) || !isfinite(gsq) || !isfinite(d_loss)) a->nonfinite = 1;
 }
 
-// patchgan-d3's forward FLOPs per image, counted as vae_flops.h counts a
-// convolution (2 x output elements x C_in x k x k); BatchNorm and LeakyReLU
-// are not counted.
-static double patchgan_flops(const PatchganConfig *c) {
-    int w = c->width, H = c->image_size;
-    const int cin[5] = {c->in_channels, w, 2 * w, 4 * w, 8 * w};
-    const int cout[5] = {w, 2 * w, 4 * w, 8 * w, 1};
-    double f = 0;
-    for (int i = 0; i < 5; i++) {
-        H = (H + 2 - 4) / (i < 3 ? 2 : 1) + 1; // k 4, pad 1, stride 2 then 1
-        f += 2.0 * cout[i] * H * H * cin[i] * 4 * 4;
-    }
-    return f;
-}
-
 // ---------------------------------------------------------------------------
 // UNet training row
 
@@ -420,19 +405,6 @@ static void report(const Result *r, const Flags *f, const char *mult, double pea
     fflush(stdout);
 }
 
-// The UNet's level multipliers when --channel-mult is not given: 1, then 2
-// for every halving until the lowest resolution is 4 (the spec's (1, 2) on
-// 8x8 latents; (1, 2, 2) on 16x16), so attention at 4x4 always exists.
-static int auto_mult(int *mult, int latent) {
-    int L = 0, res = latent;
-    mult[L++] = 1;
-    while (res > 4 && res % 2 == 0 && L < UNET_MAX_LEVELS) {
-        res /= 2;
-        mult[L++] = 2;
-    }
-    return L;
-}
-
 static int row_batch(const Flags *f, const char *row) {
     if (f->batch > 0) return f->batch;
     if (!strcmp(row, "vae-encode") || !strcmp(row, "kl-encode")) return 256;
@@ -535,7 +507,7 @@ int main(int argc, char **argv) {
                                               "--channel-mult")) < 0)
             return 2;
     } else {
-        ucfg.num_levels = auto_mult(ucfg.channel_mult, ucfg.latent_size);
+        unet_config_levels(&ucfg, ucfg.latent_size);
     }
     if (unet_config_check(&ucfg, "ldm-bench")) return 2;
     char mult[128];
@@ -545,7 +517,7 @@ int main(int argc, char **argv) {
     double unet = unet_forward_flops(&ucfg);
     double kl_enc = vae_encode_flops(&kcfg), kl_dec = vae_decode_flops(&kcfg);
     int has_disc = patchgan_out_size(&pcfg) >= 1;
-    double disc = has_disc ? patchgan_flops(&pcfg) : 0;
+    double disc = has_disc ? patchgan_forward_flops(&pcfg) : 0;
     if (only_flops) {
         char disc_s[32] = "null"; // no discriminator below 24x24
         if (has_disc) snprintf(disc_s, sizeof disc_s, "%.0f", disc);

@@ -29,8 +29,10 @@ struct KlOp {
     float *mid;
     float *mean, *rstd; // KOP_HEAD: (B, g)
     // stream tensors and their gradients; the first op's din and the last
-    // op's dout are the caller's (set per call)
-    float *in, *out, *din, *dout;
+    // op's dout are the caller's (set per call), and so is an inference
+    // half's first in
+    const float *in;
+    float *out, *din, *dout;
 };
 
 static const double KL_GN_EPS = 1e-6;
@@ -271,58 +273,139 @@ static void kl_build(KlVae *k) {
     k->enc_params += conv_wsize(2 * Z, 2 * Z, 1) + (size_t)(2 * Z);
 }
 
-// Lays out one half's activations for B items (stream tensors and the
-// blocks' saved tensors in `acts`, stream gradients in `grads`) and grows
-// *work to what its layers need. With NULL bases it only counts.
+// Carves one op's saved tensors (the blocks' activations; mid, mean, rstd)
+// from c and grows *work to what its forward (and, with `backward`, its
+// backward) needs.
+static void op_carve(KlOp *op, Carver *c, int B, int backward, size_t *work) {
+    size_t in_n = (size_t)B * op->C * op->H * op->W;
+    size_t s = 0, tmp = 0; // conv scratch, mid (a gradient temporary in the backward)
+    switch (op->kind) {
+    case KOP_CONV:
+        s = conv2d_scratch_floats(B, op->C, op->H, op->W, op->OC, op->k, 1, op->k / 2);
+        break;
+    case KOP_RES: {
+        float *p = carve(c, resblock_acts_floats(&op->res, B));
+        if (p) resblock_carve(&op->res, p, B);
+        *work = max_sz(*work, resblock_work_floats(&op->res, B));
+        break;
+    }
+    case KOP_ATTN: {
+        float *p = carve(c, attnblock_acts_floats(&op->attn, B));
+        if (p) attnblock_carve(&op->attn, p, B);
+        *work = max_sz(*work, attnblock_work_floats(&op->attn, B));
+        break;
+    }
+    case KOP_DOWN:
+        tmp = (size_t)B * op->C * (op->H + 1) * (op->W + 1);
+        op->mid = carve(c, tmp);
+        s = conv2d_scratch_floats(B, op->C, op->H + 1, op->W + 1, op->OC, 3, 2, 0);
+        break;
+    case KOP_UP:
+        tmp = 4 * in_n;
+        op->mid = carve(c, tmp);
+        s = conv2d_scratch_floats(B, op->C, 2 * op->H, 2 * op->W, op->OC, 3, 1, 1);
+        break;
+    case KOP_HEAD:
+        tmp = in_n;
+        op->mid = carve(c, tmp);
+        op->mean = carve(c, (size_t)B * op->g);
+        op->rstd = carve(c, (size_t)B * op->g);
+        s = conv2d_scratch_floats(B, op->C, op->H, op->W, op->OC, 3, 1, 1);
+        if (backward) s = max_sz(s, groupnorm_silu_scratch_floats(B, op->C, op->H * op->W));
+        break;
+    }
+    *work = max_sz(*work, (backward ? tmp : 0) + s);
+}
+
+static size_t out_floats(const KlOp *op, int B) {
+    return (size_t)B * op->OC * op->OH * op->OW;
+}
+
+// Lays out one half for training, B items: stream tensors and every op's
+// saved tensors in `acts`, stream gradients in `grads`; grows *work to what
+// its layers need. With NULL bases it only counts.
 static void half_carve(KlHalf *h, Carver *acts, Carver *grads, int B, size_t *work) {
     KlOp *first = &h->ops[0];
     h->x_in = carve(acts, (size_t)B * first->C * first->H * first->W);
     float *cur = h->x_in, *dcur = NULL;
     for (int i = 0; i < h->n_ops; i++) {
         KlOp *op = &h->ops[i];
-        size_t in_n = (size_t)B * op->C * op->H * op->W;
-        size_t s = 0, tmp = 0; // conv scratch, gradient temporary
         op->in = cur, op->din = dcur;
-        switch (op->kind) {
-        case KOP_CONV:
-            s = conv2d_scratch_floats(B, op->C, op->H, op->W, op->OC, op->k, 1, op->k / 2);
-            break;
-        case KOP_RES: {
-            float *p = carve(acts, resblock_acts_floats(&op->res, B));
-            if (p) resblock_carve(&op->res, p, B);
-            *work = max_sz(*work, resblock_work_floats(&op->res, B));
-            break;
-        }
-        case KOP_ATTN: {
-            float *p = carve(acts, attnblock_acts_floats(&op->attn, B));
-            if (p) attnblock_carve(&op->attn, p, B);
-            *work = max_sz(*work, attnblock_work_floats(&op->attn, B));
-            break;
-        }
-        case KOP_DOWN:
-            tmp = (size_t)B * op->C * (op->H + 1) * (op->W + 1);
-            op->mid = carve(acts, tmp);
-            s = conv2d_scratch_floats(B, op->C, op->H + 1, op->W + 1, op->OC, 3, 2, 0);
-            break;
-        case KOP_UP:
-            tmp = 4 * in_n;
-            op->mid = carve(acts, tmp);
-            s = conv2d_scratch_floats(B, op->C, 2 * op->H, 2 * op->W, op->OC, 3, 1, 1);
-            break;
-        case KOP_HEAD:
-            tmp = in_n;
-            op->mid = carve(acts, tmp);
-            op->mean = carve(acts, (size_t)B * op->g);
-            op->rstd = carve(acts, (size_t)B * op->g);
-            s = max_sz(conv2d_scratch_floats(B, op->C, op->H, op->W, op->OC, 3, 1, 1),
-                       groupnorm_silu_scratch_floats(B, op->C, op->H * op->W));
-            break;
-        }
-        *work = max_sz(*work, tmp + s);
-        size_t out_n = (size_t)B * op->OC * op->OH * op->OW;
-        cur = op->out = carve(acts, out_n);
-        dcur = op->dout = carve(grads, out_n);
+        op_carve(op, acts, B, 1, work);
+        cur = op->out = carve(acts, out_floats(op, B));
+        dcur = op->dout = carve(grads, out_floats(op, B));
     }
+}
+
+// Lays out one half for inference, B items: the stream tensors alternate
+// between stream[0] and stream[1] (no op writes its own input) and every
+// op's saved tensors start at `saved`, overwritten by the next op. Grows
+// *stream_n, *saved_n and *work to the largest stream tensor, op and
+// scratch; with NULL bases it only counts. The first op's input is the
+// caller's.
+static void half_carve_infer(KlHalf *h, float *const stream[2], float *saved, int B,
+                             size_t *stream_n, size_t *saved_n, size_t *work) {
+    h->x_in = NULL;
+    float *cur = NULL;
+    for (int i = 0; i < h->n_ops; i++) {
+        KlOp *op = &h->ops[i];
+        Carver c = {saved, 0};
+        op->in = cur, op->din = op->dout = NULL;
+        op_carve(op, &c, B, 0, work);
+        *saved_n = max_sz(*saved_n, c.used);
+        *stream_n = max_sz(*stream_n, out_floats(op, B));
+        cur = op->out = stream[i & 1];
+    }
+}
+
+// The training layout for max_batch items, encoder gradients | decoder
+// gradients | encoder acts | decoder acts: with base NULL it only counts
+// (acts_floats, train_work_floats), else it carves the ops into base.
+static void train_layout(KlVae *k, float *base) {
+    Carver ea = {NULL, 0}, eg = {NULL, 0}, da = {NULL, 0}, dg = {NULL, 0};
+    size_t work = 0;
+    half_carve(&k->enc, &ea, &eg, k->max_batch, &work);
+    half_carve(&k->dec, &da, &dg, k->max_batch, &work);
+    k->acts_floats = eg.used + dg.used + ea.used + da.used;
+    k->train_work_floats = work;
+    if (!base) return;
+    k->enc.dstream = base;
+    k->dec.dstream = base + eg.used;
+    Carver eg2 = {base, 0}, dg2 = {base + eg.used, 0};
+    Carver ea2 = {base + eg.used + dg.used, 0}, da2 = {base + eg.used + dg.used + ea.used, 0};
+    half_carve(&k->enc, &ea2, &eg2, k->max_batch, &work);
+    half_carve(&k->dec, &da2, &dg2, k->max_batch, &work);
+    CHECK(eg2.used == eg.used && dg2.used == dg.used && ea2.used == ea.used &&
+          da2.used == da.used && work == k->train_work_floats);
+}
+
+// The inference layout for max_batch items, both halves sharing the stream
+// buffers | the saved region: with base NULL it only counts (infer_floats;
+// work_floats grows to inference's scratch), else it carves the inference
+// ops into base.
+static void infer_layout(KlVae *k, float *base) {
+    size_t stream_n = 0, saved_n = 0, work = 0;
+    float *none[2] = {NULL, NULL};
+    half_carve_infer(&k->ienc, none, NULL, k->max_batch, &stream_n, &saved_n, &work);
+    half_carve_infer(&k->idec, none, NULL, k->max_batch, &stream_n, &saved_n, &work);
+    k->infer_floats = 2 * stream_n + saved_n;
+    CHECK(work <= k->train_work_floats);
+    k->work_floats = max_sz(k->work_floats, work);
+    if (!base) return;
+    float *stream[2] = {base, base + stream_n};
+    half_carve_infer(&k->ienc, stream, base + 2 * stream_n, k->max_batch, &stream_n, &saved_n,
+                     &work);
+    half_carve_infer(&k->idec, stream, base + 2 * stream_n, k->max_batch, &stream_n, &saved_n,
+                     &work);
+}
+
+// An inference copy of a half's ops (the blocks' parameter offsets included),
+// to be carved by half_carve_infer.
+static void half_copy(KlHalf *dst, const KlHalf *src) {
+    memset(dst, 0, sizeof *dst);
+    dst->n_ops = src->n_ops;
+    dst->ops = xmalloc((size_t)src->n_ops * sizeof(KlOp));
+    memcpy(dst->ops, src->ops, (size_t)src->n_ops * sizeof(KlOp));
 }
 
 void kl_init(KlVae *k, const KlConfig *cfg, int max_batch) {
@@ -336,27 +419,31 @@ void kl_init(KlVae *k, const KlConfig *cfg, int max_batch) {
     k->params = xmalloc_aligned(k->table.total * sizeof(float));
     k->grads = xmalloc_aligned(k->table.total * sizeof(float));
     memset(k->grads, 0, k->table.total * sizeof(float));
+    half_copy(&k->ienc, &k->enc);
+    half_copy(&k->idec, &k->dec);
 
-    // layout: encoder gradients | decoder gradients | encoder acts | decoder acts
-    Carver ea = {NULL, 0}, eg = {NULL, 0}, da = {NULL, 0}, dg = {NULL, 0};
-    size_t work = 0;
-    half_carve(&k->enc, &ea, &eg, max_batch, &work);
-    half_carve(&k->dec, &da, &dg, max_batch, &work);
-    k->acts_floats = eg.used + dg.used + ea.used + da.used;
+    train_layout(k, NULL); // counts: train_alloc carves on the first training forward
+    infer_layout(k, NULL);
+    k->infer = xmalloc_aligned(k->infer_floats * sizeof(float));
+    infer_layout(k, k->infer);
+    k->work = xmalloc_aligned(k->work_floats * sizeof(float));
+}
+
+// The training activations and scratch, on the first training forward.
+static void train_alloc(KlVae *k) {
+    if (k->acts) return;
     k->acts = xmalloc_aligned(k->acts_floats * sizeof(float));
     memset(k->acts, 0, k->acts_floats * sizeof(float));
-    float *base = k->acts;
-    k->enc.dstream = base;
-    k->dec.dstream = base + eg.used;
-    Carver eg2 = {base, 0}, dg2 = {base + eg.used, 0};
-    Carver ea2 = {base + eg.used + dg.used, 0}, da2 = {base + eg.used + dg.used + ea.used, 0};
-    work = 0;
-    half_carve(&k->enc, &ea2, &eg2, max_batch, &work);
-    half_carve(&k->dec, &da2, &dg2, max_batch, &work);
-    CHECK(eg2.used == eg.used && dg2.used == dg.used && ea2.used == ea.used &&
-          da2.used == da.used);
-    k->work_floats = work;
-    k->work = xmalloc_aligned(work * sizeof(float));
+    train_layout(k, k->acts);
+    free(k->work);
+    k->work_floats = k->train_work_floats;
+    k->work = xmalloc_aligned(k->work_floats * sizeof(float));
+    // inference moves into the training activations: a trained model's
+    // held-out evaluation then costs no memory beyond training's
+    CHECK(k->infer_floats <= k->acts_floats);
+    free(k->infer);
+    k->infer = k->acts;
+    infer_layout(k, k->infer);
 }
 
 void kl_init_values(KlVae *k, Rng *rng) { params_init_values(&k->table, k->params, rng); }
@@ -365,10 +452,13 @@ void kl_free(KlVae *k) {
     params_free(&k->table);
     free(k->params);
     free(k->grads);
+    if (k->infer != k->acts) free(k->infer);
     free(k->acts);
     free(k->work);
     free(k->enc.ops);
     free(k->dec.ops);
+    free(k->ienc.ops);
+    free(k->idec.ops);
     memset(k, 0, sizeof *k);
 }
 
@@ -501,17 +591,10 @@ static void half_backward(KlHalf *h, float *din, const float *dout, const float 
 // ---------------------------------------------------------------------------
 // the API
 
-void kl_encode_forward(KlVae *k, float *mean, float *logvar, const float *x, int B) {
-    CHECK(B >= 1 && B <= k->max_batch);
-    const KlConfig *c = &k->cfg;
-    KlHalf *e = &k->enc;
-    KlOp *last = &e->ops[e->n_ops - 1];
-    int Z = c->z_channels, S = c->image_size;
-    size_t hw = (size_t)last->OH * last->OW, zn = (size_t)Z * hw;
-    memcpy(e->x_in, x, (size_t)B * c->in_channels * S * S * sizeof *x);
-    half_forward(e, last->out, k->params, B, k->work); // moments (B, 2Z, h, w)
+// moments (B, 2Z, h, w) -> mean, logvar (B, Z, h, w), logvar clamped.
+static void moments_split(float *mean, float *logvar, const float *moments, int B, size_t zn) {
     for (int b = 0; b < B; b++) {
-        const float *m = last->out + (size_t)b * 2 * zn;
+        const float *m = moments + (size_t)b * 2 * zn;
         memcpy(mean + (size_t)b * zn, m, zn * sizeof *m);
         float *lv = logvar + (size_t)b * zn;
         for (size_t i = 0; i < zn; i++) {
@@ -519,6 +602,34 @@ void kl_encode_forward(KlVae *k, float *mean, float *logvar, const float *x, int
             lv[i] = v < LOGVAR_MIN ? LOGVAR_MIN : v > LOGVAR_MAX ? LOGVAR_MAX : v;
         }
     }
+}
+
+// Encodes x on half e (training or inference) into its last op's buffer.
+static void encode_half(KlVae *k, KlHalf *e, float *mean, float *logvar, int B) {
+    KlOp *last = &e->ops[e->n_ops - 1];
+    size_t zn = (size_t)k->cfg.z_channels * last->OH * last->OW;
+    half_forward(e, last->out, k->params, B, k->work); // moments (B, 2Z, h, w)
+    moments_split(mean, logvar, last->out, B, zn);
+}
+
+void kl_encode(KlVae *k, float *mean, float *logvar, const float *x, int B) {
+    CHECK(B >= 1 && B <= k->max_batch);
+    k->ienc.ops[0].in = x;
+    encode_half(k, &k->ienc, mean, logvar, B);
+}
+
+void kl_decode(KlVae *k, float *xhat, const float *z, int B) {
+    CHECK(B >= 1 && B <= k->max_batch);
+    k->idec.ops[0].in = z;
+    half_forward(&k->idec, xhat, k->params, B, k->work);
+}
+
+void kl_encode_forward(KlVae *k, float *mean, float *logvar, const float *x, int B) {
+    CHECK(B >= 1 && B <= k->max_batch);
+    train_alloc(k);
+    const KlConfig *c = &k->cfg;
+    memcpy(k->enc.x_in, x, (size_t)B * c->in_channels * c->image_size * c->image_size * sizeof *x);
+    encode_half(k, &k->enc, mean, logvar, B);
 }
 
 void kl_encode_backward(KlVae *k, float *dx, const float *dmean, const float *dlogvar) {
@@ -544,6 +655,7 @@ void kl_encode_backward(KlVae *k, float *dx, const float *dmean, const float *dl
 
 void kl_decode_forward(KlVae *k, float *xhat, const float *z, int B) {
     CHECK(B >= 1 && B <= k->max_batch);
+    train_alloc(k);
     KlHalf *d = &k->dec;
     const KlOp *first = &d->ops[0];
     memcpy(d->x_in, z, (size_t)B * first->C * first->H * first->W * sizeof *z);

@@ -15,6 +15,19 @@
 // Training needs the halves separately (the GAN loss meets the gradients at
 // the reconstruction; the adaptive weight needs d/dW of decoder.conv_out
 // alone), so encode and decode each save their own activations.
+//
+// Memory: the training pieces (kl_*_forward/backward) keep every op's
+// activations and stream gradients of both halves for max_batch items
+// (vae-kl-f4 on 3x64x64: about 31 MB an item with the scratch), allocated
+// by the first training forward, so a model that only infers never holds
+// them. Inference (kl_encode, kl_decode) runs the same ops with the same
+// kernels on the whole batch, bit-identical to the training forward, but
+// keeps only what the running op needs: the stream tensors alternate
+// between two buffers and every op's saved tensors share one region (8.5 MB
+// an item allocated for vae-kl-f4, sized by the decoder; an encode touches
+// about 3 MB an item, PyTorch's no_grad encode about 4). Once training has
+// started, inference runs in the training activations' memory instead (a
+// held-out evaluation adds nothing to training's peak).
 #pragma once
 #include <stddef.h>
 
@@ -49,7 +62,7 @@ typedef struct KlOp KlOp; // one step of a half's layer list (kl.c)
 typedef struct {
     int n_ops;
     KlOp *ops;
-    float *x_in;  // (B, Cin, H, W): the last forward's input
+    float *x_in;  // (B, Cin, H, W): the last forward's input (training; NULL for inference)
     float *dstream; // the stream gradients' buffers, zeroed per backward
     int B;        // batch of the last forward; 0: none since the last backward
 } KlHalf;
@@ -59,23 +72,43 @@ typedef struct {
     int max_batch;
     ParamTable table;
     float *params, *grads; // (table.total) each
-    float *acts;           // both halves' activations for max_batch items
+    // Training: both halves' activations and stream gradients for max_batch
+    // items, NULL until the first kl_encode_forward or kl_decode_forward;
+    // acts_floats counts them from kl_init on.
+    float *acts;
     size_t acts_floats;
-    float *work;           // scratch shared by every layer
-    size_t work_floats;
-    KlHalf enc, dec;
+    // Inference: two stream buffers and one op's saved tensors for
+    // max_batch items, shared by both halves (allocated by kl_init); from
+    // the first training forward on, the start of acts.
+    float *infer;
+    size_t infer_floats;
+    float *work;           // scratch shared by every layer, inference's size until training
+    size_t work_floats;    // floats in work now
+    size_t train_work_floats; // what training needs
+    KlHalf enc, dec;       // training: ops carved into acts
+    KlHalf ienc, idec;     // inference: the same ops carved into infer
     size_t last_w, last_w_size; // decoder.conv_out.weight: offset, floats
     size_t enc_params;     // parameters of encoder + quant_conv (the rest: decoder side)
 } KlVae;
 
-// Builds the table and allocates everything for up to max_batch items;
-// values are NOT initialised (kl_init_values or a checkpoint). cfg must pass
-// kl_config_check().
+// Builds the table and allocates parameters, gradients (zeroed) and the
+// inference buffers for up to max_batch items; the training activations
+// come with the first training forward. Values are NOT initialised
+// (kl_init_values or a checkpoint). cfg must pass kl_config_check().
 void kl_init(KlVae *k, const KlConfig *cfg, int max_batch);
 // PyTorch's defaults: convs uniform +-1/sqrt(fan_in), GroupNorm ones/zeros.
 void kl_init_values(KlVae *k, struct Rng *rng);
 void kl_free(KlVae *k);
 
+// Inference: x (B, C, S, S) -> mean, logvar (B, Z, h, w), logvar clamped to
+// [-30, 20]; z (B, Z, h, w) -> xhat (B, C, S, S), not clamped. Bit for bit
+// kl_encode_forward's and kl_decode_forward's outputs, saving nothing for a
+// backward. Once training has started they overwrite its activations: not
+// between a training forward and its backward. Any B in 1..max_batch.
+void kl_encode(KlVae *k, float *mean, float *logvar, const float *x, int B);
+void kl_decode(KlVae *k, float *xhat, const float *z, int B);
+
+// Training. The first of these allocates the training activations (once).
 // x (B, C, S, S) -> mean, logvar (B, Z, h, w), logvar clamped to [-30, 20].
 // Saves what kl_encode_backward needs. Any B in 1..max_batch.
 void kl_encode_forward(KlVae *k, float *mean, float *logvar, const float *x, int B);

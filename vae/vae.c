@@ -376,7 +376,7 @@ void vae_encode(Vae *v, float *mean, float *logvar, const float *x, int B) {
     if (v->cfg.arch == VAE_ARCH_KL) {
         float *own = v->klv.params; // v->params may be an EMA copy for this call
         v->klv.params = v->params;
-        kl_encode_forward(&v->klv, mean, logvar, x, B);
+        kl_encode(&v->klv, mean, logvar, x, B);
         v->klv.params = own;
         return;
     }
@@ -394,7 +394,7 @@ void vae_decode(Vae *v, float *xhat, const float *z, int B) {
     if (v->cfg.arch == VAE_ARCH_KL) {
         float *own = v->klv.params; // v->params may be an EMA copy for this call
         v->klv.params = v->params;
-        kl_decode_forward(&v->klv, xhat, z, B);
+        kl_decode(&v->klv, xhat, z, B);
         v->klv.params = own;
         return;
     }

@@ -39,7 +39,8 @@ typedef struct {
     int B; // batch of the last forward
     // VAE_ARCH_KL: the autoencoder; table, params and grads above are its
     // (every vae_encode/vae_decode runs on v->params, so it may point at an
-    // EMA copy; point it back before vae_free). acts and scratch are unused.
+    // EMA copy; point it back before vae_free). acts and scratch are unused;
+    // its training activations come with the first kl_*_forward (kl.h).
     KlVae klv;
 } Vae;
 
@@ -64,8 +65,11 @@ float vae_forward(Vae *v, const float *x, const float *eps, int B);
 void vae_backward(Vae *v);
 
 // Inference, either family. mean, logvar (B, Z, h, w); logvar clamped to [-30, 20].
-// Both reuse the training activations, so they must not come between a
-// vae_forward and its vae_backward (vae_backward aborts if they do).
+// f4c4: both reuse the training activations, so they must not come between
+// a vae_forward and its vae_backward (vae_backward aborts if they do).
+// kl: kl_encode/kl_decode (kl.h), which hold only the running op's
+// activations and never the training ones, so a Vae that is only loaded to
+// encode or decode needs a fraction of a trained one's memory.
 void vae_encode(Vae *v, float *mean, float *logvar, const float *x, int B);
 // z (B, Z, h, w) -> x_hat (B, C, S, S) (not clamped).
 void vae_decode(Vae *v, float *xhat, const float *z, int B);

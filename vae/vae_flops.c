@@ -70,3 +70,15 @@ double vae_decode_flops(const VaeConfig *c) {
     return conv(Z, 4 * b, 3, S4) + convT(4 * b, 2 * b, 4, S4) + conv(2 * b, 2 * b, 3, S2) +
            convT(2 * b, b, 4, S2) + conv(b, C, 3, S);
 }
+
+double patchgan_forward_flops(const PatchganConfig *c) {
+    int w = c->width, H = c->image_size;
+    const int cin[5] = {c->in_channels, w, 2 * w, 4 * w, 8 * w};
+    const int cout[5] = {w, 2 * w, 4 * w, 8 * w, 1};
+    double f = 0;
+    for (int i = 0; i < 5; i++) {
+        H = (H + 2 - 4) / (i < 3 ? 2 : 1) + 1; // k 4, pad 1, stride 2 then 1
+        f += conv(cin[i], cout[i], 4, H);
+    }
+    return f;
+}
