@@ -152,14 +152,15 @@ static int side_from_images(Side *s, FeatNet *f, const char *src, const Args *a,
 // The samples' side drawn from a model: a.n images as ldm-sample would draw
 // them (same seed, same images), with --class y, or `all` (image i of class
 // i mod K: all classes in equal shares).
+// -1 on a file's problem, -2 on a flag's.
 static int side_from_model(Side *s, FeatNet *f, const Args *a, int logits) {
     int kind = sampler_from_name(a->sampler, "ldm-eval: --sampler");
-    if (kind < 0) return -1;
+    if (kind < 0) return -2;
     SampleModel m;
-    if (sample_model_load(&m, a->unet, a->weights, a->batch, a->class_arg, a->guidance, kind,
-                          a->steps, "ldm-eval") ||
-        sample_model_load_vae(&m, a->unet, a->vae, a->batch))
-        return sample_model_free(&m), -1;
+    int lr = sample_model_load(&m, a->unet, a->weights, a->batch, a->class_arg, a->guidance,
+                               kind, a->steps, "ldm-eval");
+    if (lr || sample_model_load_vae(&m, a->unet, a->vae, a->batch))
+        return sample_model_free(&m), lr == -2 ? -2 : -1;
     const int K = m.u.cfg.num_classes;
     int *y = NULL, rc = -1;
     if (a->class_arg) {
@@ -236,7 +237,8 @@ static int cmd_score(const Args *a, FeatNet *f, const FeatMeta *ref_meta) {
     if (a->images) {
         if (side_from_images(&smp, f, a->images, a, is)) return 1;
     } else if (a->unet) {
-        if (side_from_model(&smp, f, a, is)) return 1;
+        int rc = side_from_model(&smp, f, a, is);
+        if (rc) return rc == -2 ? 2 : 1;
     } else {
         if (featstats_read(a->stats, &smp.st, kid ? &smp.feat : NULL, &smp.meta)) return 1;
         if (kid && !smp.feat)
