@@ -109,16 +109,6 @@ static void write_good_files(void) {
 
 // ------------------------------------------------------------ editing
 
-static void copy_file(const char *from, const char *to) {
-    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
-    CHECK(in && out);
-    char buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, in)) > 0) CHECK(fwrite(buf, 1, n, out) == n);
-    fclose(in);
-    CHECK(fclose(out) == 0);
-}
-
 static int case_no = 0;
 // Starts a case: a fresh copy of `base` (NULL: an empty HDF5 file) opened
 // read-write; returns the file id.
@@ -129,7 +119,7 @@ static hid_t begin(const char *base) {
         CHECK(f >= 0);
         return f;
     }
-    copy_file(base, cur);
+    copy_file(cur, base);
     hid_t f = H5Fopen(cur, H5F_ACC_RDWR, H5P_DEFAULT);
     CHECK(f >= 0);
     return f;
@@ -633,8 +623,6 @@ int main(int argc, char **argv) {
     cache_cases();
     vae_cases();
     unet_cases();
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) warnf("could not remove %s", dir);
+    if (remove_tree(dir) != 0) warnf("could not remove %s", dir);
     return test_summary("hostile_h5");
 }

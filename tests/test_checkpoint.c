@@ -2,7 +2,6 @@
 // bad-file case returning -1 with a message naming the file (and the tensor
 // where there is one), never an HDF5 error stack; plus the crash-safety of
 // the atomic write (fault injection: the writer dies mid-write).
-#include <fcntl.h>
 #include <hdf5.h>
 #include <limits.h>
 #include <math.h>
@@ -25,47 +24,6 @@ static char dir[64];
 
 static void path_in_dir(char *out, const char *name) {
     snprintf(out, PATH_MAX, "%s/%s", dir, name);
-}
-
-// ---- stderr capture, to check the messages of failing calls
-static int saved_stderr = -1;
-static char capture_path[PATH_MAX];
-static char captured[8192];
-
-static void capture_begin(void) {
-    fflush(stderr);
-    path_in_dir(capture_path, "stderr.txt");
-    int fd = open(capture_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    CHECK(fd >= 0);
-    saved_stderr = dup(2);
-    dup2(fd, 2);
-    close(fd);
-}
-
-static void capture_end(void) {
-    fflush(stderr);
-    dup2(saved_stderr, 2);
-    close(saved_stderr);
-    FILE *f = fopen(capture_path, "rb");
-    CHECK(f != NULL);
-    size_t n = fread(captured, 1, sizeof captured - 1, f);
-    captured[n] = '\0';
-    fclose(f);
-}
-
-// rc must be -1, and the captured message must contain each non-NULL needle
-// and no HDF5 diagnostic.
-static void expect_error(const char *what, int rc, const char *needle1,
-                         const char *needle2) {
-    int ok = rc == -1 && strstr(captured, "error: ") != NULL &&
-             strstr(captured, "HDF5-DIAG") == NULL &&
-             (!needle1 || strstr(captured, needle1)) &&
-             (!needle2 || strstr(captured, needle2));
-    char label[256];
-    snprintf(label, sizeof label, "%s -> -1 with message", what);
-    check_true(label, ok);
-    // Show the message so a reader of the log sees what users would.
-    printf("     %s", captured[0] ? captured : "(no message)\n");
 }
 
 // ---- the test model
@@ -119,23 +77,6 @@ static int read_equals(const char *path, const ParamTable *t, const char *group,
              memcmp(got, want, t->total * sizeof(float)) == 0;
     free(got);
     return ok;
-}
-
-static void copy_prefix(const char *src, const char *dst, double frac) {
-    FILE *f = fopen(src, "rb");
-    CHECK(f != NULL);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    long keep = (long)(n * frac);
-    char *buf = xmalloc((size_t)n);
-    CHECK(fread(buf, 1, (size_t)n, f) == (size_t)n);
-    fclose(f);
-    FILE *g = fopen(dst, "wb");
-    CHECK(g != NULL);
-    CHECK(fwrite(buf, 1, (size_t)keep, g) == (size_t)keep);
-    fclose(g);
-    free(buf);
 }
 
 // Replaces /model/<key> by an int32 dataset of the same shape.
@@ -278,7 +219,7 @@ static void test_attr_types(Attrs *back) {
     capture_begin();
     int rc = attrs_get_int(back, path, "pair", &iv);
     capture_end();
-    expect_error("attrs_get_int on an array attribute", rc, path, "'pair' is not an integer");
+    check_error("attrs_get_int on an array attribute", rc, path, "'pair' is not an integer");
     unlink(path);
 }
 
@@ -302,7 +243,7 @@ static void test_attr_long_strings(const ParamTable *t, const float *model, Attr
     capture_begin();
     int rc = attrs_set_str(a, "data", s);
     capture_end();
-    expect_error("attrs_set_str of 4096 characters", rc, "'data'", "4095");
+    check_error("attrs_set_str of 4096 characters", rc, "'data'", "4095");
     s[ATTR_STR_MAX - 1] = '\0';
     check_true("  ... leaves the previous value", str_is(a, "data", s) && a->n == 2);
     s[ATTR_STR_MAX - 1] = 'p';
@@ -317,7 +258,7 @@ static void test_attr_long_strings(const ParamTable *t, const float *model, Attr
         capture_begin();
         rc = ckpt_read_attrs(path, "vae", back);
         capture_end();
-        expect_error(vlen ? "reading a variable-length string of 4096 characters"
+        check_error(vlen ? "reading a variable-length string of 4096 characters"
                           : "reading a fixed string of 4096 characters (4196 wide)",
                      rc, path, "'data'");
     }
@@ -390,7 +331,7 @@ static void test_specs(void) {
         char what[96], key[64];
         snprintf(what, sizeof what, "attrs_read_specs: %s", bad[k].what);
         snprintf(key, sizeof key, "%s: ", p);
-        expect_error(what, rc, key, bad[k].needle);
+        check_error(what, rc, key, bad[k].needle);
     }
     free(a);
 }
@@ -429,7 +370,7 @@ static void test_config_values(void) {
                 capture_begin();
                 int rc = model == 0 ? vae_config_from_attrs(&vc, a, p)
                                     : unet_config_from_attrs(&uc, a, p);
-                capture_end();
+                const char *captured = capture_end();
                 char needle[64];
                 snprintf(needle, sizeof needle, "'%s'", keys[k]);
                 n++;
@@ -509,15 +450,15 @@ int main(void) {
     capture_begin();
     int rc = attrs_get_int(&back, good, "nope", &iv);
     capture_end();
-    expect_error("attrs_get_int missing key", rc, good, "nope");
+    check_error("attrs_get_int missing key", rc, good, "nope");
     capture_begin();
     rc = attrs_get_int(&back, good, "kind", &iv);
     capture_end();
-    expect_error("attrs_get_int on a string", rc, "kind", NULL);
+    check_error("attrs_get_int on a string", rc, "kind", NULL);
     capture_begin();
     rc = attrs_get_str(&back, good, "data", sv, 8);
     capture_end();
-    expect_error("attrs_get_str too small a buffer", rc, "data", NULL);
+    check_error("attrs_get_str too small a buffer", rc, "data", NULL);
 
     test_attr_types(&back);
     test_attr_long_strings(&t, model, &back);
@@ -538,7 +479,7 @@ int main(void) {
     capture_begin();
     rc = ckpt_read_group(small, &t, "ema", scratch);
     capture_end();
-    expect_error("reading an absent group", rc, small, "/ema");
+    check_error("reading an absent group", rc, small, "/ema");
 
     // ---- hash
     char h1[17], h2[17], h3[17];
@@ -556,57 +497,53 @@ int main(void) {
     capture_begin();
     rc = ckpt_read_attrs(good, "unet", &back);
     capture_end();
-    expect_error("kind mismatch", rc, "is a vae checkpoint, expected a unet checkpoint", good);
+    check_error("kind mismatch", rc, "is a vae checkpoint, expected a unet checkpoint", good);
 
     path_in_dir(other, "does_not_exist.h5");
     capture_begin();
     rc = ckpt_read_attrs(other, "vae", &back);
     capture_end();
-    expect_error("missing file (read_attrs)", rc, other, NULL);
+    check_error("missing file (read_attrs)", rc, other, NULL);
     capture_begin();
     rc = ckpt_read_group(other, &t, "model", scratch);
     capture_end();
-    expect_error("missing file (read_group)", rc, other, NULL);
+    check_error("missing file (read_group)", rc, other, NULL);
     capture_begin();
     rc = ckpt_has_group(other, "model");
     capture_end();
-    expect_error("missing file (has_group)", rc, other, NULL);
+    check_error("missing file (has_group)", rc, other, NULL);
 
     path_in_dir(bad, "truncated.h5");
     const double fracs[] = {0.5, 0.01, 0.9, 0.999};
     for (int i = 0; i < 4; i++) {
         char what[96];
-        copy_prefix(good, bad, fracs[i]);
+        copy_file_prefix(bad, good, fracs[i]);
         capture_begin();
         rc = ckpt_read_attrs(bad, "vae", &back);
         capture_end();
         snprintf(what, sizeof what, "file truncated to %.1f%% (read_attrs)", 100 * fracs[i]);
-        expect_error(what, rc, bad, "not a readable HDF5");
+        check_error(what, rc, bad, "not a readable HDF5");
         capture_begin();
         rc = ckpt_read_group(bad, &t, "model", scratch);
         capture_end();
         snprintf(what, sizeof what, "file truncated to %.1f%% (read_group)", 100 * fracs[i]);
-        expect_error(what, rc, bad, NULL);
+        check_error(what, rc, bad, NULL);
     }
 
     path_in_dir(bad, "not_hdf5.h5");
-    FILE *f = fopen(bad, "w");
-    CHECK(f != NULL);
-    fputs("this is not an HDF5 file\n", f);
-    fclose(f);
+    const char *text = "this is not an HDF5 file\n";
+    write_file(bad, text, strlen(text));
     capture_begin();
     rc = ckpt_read_attrs(bad, NULL, &back);
     capture_end();
-    expect_error("non-HDF5 file", rc, bad, "not a readable HDF5");
+    check_error("non-HDF5 file", rc, bad, "not a readable HDF5");
 
     path_in_dir(bad, "empty.h5");
-    f = fopen(bad, "w");
-    CHECK(f != NULL);
-    fclose(f);
+    write_file(bad, "", 0);
     capture_begin();
     rc = ckpt_read_group(bad, &t, "model", scratch);
     capture_end();
-    expect_error("empty file", rc, bad, NULL);
+    check_error("empty file", rc, bad, NULL);
 
     // An HDF5 file without our attributes.
     path_in_dir(bad, "foreign.h5");
@@ -615,7 +552,7 @@ int main(void) {
     capture_begin();
     rc = ckpt_read_attrs(bad, NULL, &back);
     capture_end();
-    expect_error("HDF5 file without 'kind'", rc, bad, "kind");
+    check_error("HDF5 file without 'kind'", rc, bad, "kind");
 
     // A different model configuration: one shape changed, one tensor added.
     ParamTable t2;
@@ -624,7 +561,7 @@ int main(void) {
     capture_begin();
     rc = ckpt_read_group(good, &t2, "model", scratch2);
     capture_end();
-    expect_error("changed shape", rc, "head.weight", "(10, 32), expected (11, 32)");
+    check_error("changed shape", rc, "head.weight", "(10, 32), expected (11, 32)");
     free(scratch2);
     params_free(&t2);
     build_table(&t2, 10, 1);
@@ -632,7 +569,7 @@ int main(void) {
     capture_begin();
     rc = ckpt_read_group(good, &t2, "model", scratch2);
     capture_end();
-    expect_error("tensor missing from the file", rc, "extra.weight", good);
+    check_error("tensor missing from the file", rc, "extra.weight", good);
     // The other way round: the file holds a tensor this model does not have.
     float *big = random_buffer(t2.total, 99);
     path_in_dir(bad, "extra_tensor.h5");
@@ -640,7 +577,7 @@ int main(void) {
     capture_begin();
     rc = ckpt_read_group(bad, &t, "model", scratch);
     capture_end();
-    expect_error("extra tensor in the file", rc, bad, "holds 9 tensors, this model has 8");
+    check_error("extra tensor in the file", rc, bad, "holds 9 tensors, this model has 8");
     free(big);
     free(scratch2);
     params_free(&t2);
@@ -651,7 +588,7 @@ int main(void) {
     capture_begin();
     rc = ckpt_read_group(bad, &t, "model", scratch);
     capture_end();
-    expect_error("int dataset", rc, "encoder.0.bias", "not a float");
+    check_error("int dataset", rc, "encoder.0.bias", "not a float");
     check_true("the int dataset only spoils /model",
                read_equals(bad, &t, "optim/m", m));
 
@@ -660,7 +597,7 @@ int main(void) {
     capture_begin();
     rc = ckpt_write(bad, &t, all, &attrs);
     capture_end();
-    expect_error("write into a missing directory", rc, bad, NULL);
+    check_error("write into a missing directory", rc, bad, NULL);
 
     // ---- the writer is killed mid-write: the old checkpoint survives
     float *model2 = random_buffer(t.total, 99);
@@ -686,7 +623,7 @@ int main(void) {
     capture_begin();
     rc = ckpt_read_group(child_tmp, &t, "model", scratch);
     capture_end();
-    expect_error("reading the dead writer's partial file", rc, child_tmp, NULL);
+    check_error("reading the dead writer's partial file", rc, child_tmp, NULL);
     unlink(child_tmp);
     check_true("after the crash: attributes unchanged",
                ckpt_read_attrs(good, "vae", &back) == 0 && same_attrs(&attrs, &back));
@@ -703,14 +640,7 @@ int main(void) {
 
     // Keep the directory for manual inspection only on request.
     if (!getenv("LDM_KEEP_TEST_FILES")) {
-        const char *names[] = {"good.h5", "model_only.h5", "truncated.h5", "not_hdf5.h5",
-                               "empty.h5", "foreign.h5", "int_dataset.h5", "stderr.txt"};
-        for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
-            char p[PATH_MAX];
-            path_in_dir(p, names[i]);
-            unlink(p);
-        }
-        rmdir(dir);
+        CHECK(remove_tree(dir) == 0);
     } else {
         printf("     test files kept in %s\n", dir);
     }

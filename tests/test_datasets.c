@@ -3,7 +3,6 @@
 // rejected with -1 rather than crash. Fixtures are written to a mkdtemp dir.
 #define _GNU_SOURCE
 #include <dirent.h>
-#include <ftw.h>
 #include <hdf5.h>
 #include <math.h>
 #include <pthread.h>
@@ -28,13 +27,6 @@ static const char *tpath(const char *name) {
     k = (k + 1) % 8;
     snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
     return buf[k];
-}
-
-static void write_file(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    CHECK(f != NULL);
-    CHECK(fwrite(data, 1, n, f) == n);
-    fclose(f);
 }
 
 static void write_gz(const char *path, const void *data, size_t n) {
@@ -623,28 +615,8 @@ static void test_cache_hostile(void) {
 
 // ---------------------------------------------------------------- caches of other tools
 
-// The messages of failing calls: stderr (fd 2) goes to a temporary file.
-static char captured[16384];
-static int saved_fd = -1;
-static FILE *capture_file;
-
-static void capture_begin(void) {
-    fflush(stderr);
-    capture_file = tmpfile();
-    CHECK(capture_file != NULL);
-    saved_fd = dup(2);
-    CHECK(saved_fd >= 0 && dup2(fileno(capture_file), 2) >= 0);
-}
-
-static void capture_end(void) {
-    fflush(stderr);
-    dup2(saved_fd, 2);
-    close(saved_fd);
-    rewind(capture_file);
-    size_t n = fread(captured, 1, sizeof captured - 1, capture_file);
-    captured[n] = '\0';
-    fclose(capture_file);
-}
+// The message of the last failing call (capture_end's).
+static const char *captured = "";
 
 // rc must be -1 with a message holding each non-NULL needle.
 static void expect_refused(const char *what, int rc, const char *needle1, const char *needle2,
@@ -863,14 +835,14 @@ static void test_cache_foreign(void) {
         int32_t lab[FN];
         capture_begin();
         int rc = latent_cache_read(&c, 0, 10, m, l, lab);
-        capture_end();
+        captured = capture_end();
         expect_refused("reading items 0..9 (label of item 5 > INT32_MAX) -> -1, names file "
                        "and item", rc, path, "item 5", "int32");
         check_true("  ... items 6..36 read", latent_cache_read(&c, 6, FN - 6, m, l, lab) == 0 &&
                                              lab[0] == 6 % 7);
         capture_begin();
         rc = latent_cache_read_items(&c, (int64_t[]){9, 5, 2}, 3, m, l, lab);
-        capture_end();
+        captured = capture_end();
         expect_refused("read_items {9, 5, 2} -> -1, names file and item", rc, path, "item 5", NULL);
         check_true("  ... the labels need not be read: labels NULL reads",
                    latent_cache_read(&c, 0, 10, m, l, NULL) == 0);
@@ -892,7 +864,7 @@ static void test_cache_foreign(void) {
         write_foreign(path, s);
         capture_begin();
         int rc = latent_cache_open(&c, path);
-        capture_end();
+        captured = capture_end();
         if (rc == 0) latent_cache_close(&c);
         char what[96];
         snprintf(what, sizeof what, "a source of 4096 characters (%s) -> -1, names file and "
@@ -905,7 +877,7 @@ static void test_cache_foreign(void) {
     CHECK(latent_cache_append(&w, z, z, NULL, 1) == 0);
     capture_begin();
     int rc = latent_cache_finish(&w, 1, 8, 1, longs, "0123456789abcdef");
-    capture_end();
+    captured = capture_end();
     expect_refused("writing a source of 4096 characters -> -1, names the attribute", rc,
                    "'source'", "4095", NULL);
     check_true("  ... and leaves no temporary file", !has_tmp_files(tmpdir));
@@ -932,7 +904,7 @@ static void test_cache_foreign(void) {
         write_foreign(path, s);
         capture_begin();
         rc = latent_cache_open(&c, path);
-        capture_end();
+        captured = capture_end();
         if (rc == 0) latent_cache_close(&c);
         char what[128], needle[64];
         snprintf(what, sizeof what, "%s = %g (%s) -> -1, names file and attribute", bad[k].key,
@@ -962,12 +934,12 @@ static void test_cache_changed_while_open(void) {
     CHECK(stat(path, &st) == 0 && truncate(path, st.st_size / 3) == 0);
     capture_begin();
     int rc = latent_cache_read(&c, N - 2, 2, gm, gl, NULL);
-    capture_end();
+    captured = capture_end();
     expect_refused("reading items 3998..3999 after the file was truncated -> -1, names file "
                    "and items", rc, path, "3998..3999", "shrank");
     capture_begin();
     rc = latent_cache_read_items(&c, (int64_t[]){3999, 10}, 2, gm, gl, NULL);
-    capture_end();
+    captured = capture_end();
     expect_refused("read_items after truncation -> -1, names file and items", rc, path,
                    "10..3999", NULL);
     latent_cache_close(&c);
@@ -1044,7 +1016,6 @@ static void test_cache_threads(void) {
 }
 
 // ---------------------------------------------------------------- streamed folders
-// (after the capture helpers above)
 
 // n PNGs in dir with varied sizes (some resized, some grey) and content;
 // image i is "<dir>/img<i / 10><i % 10>.png" so sorted order is i's.
@@ -1095,7 +1066,7 @@ static void test_stream_equal(void) {
     check_true("a resident set needs no buffer", imageset_check_memory(&res, B, 1) == 0);
     capture_begin();
     int rc = imageset_check_memory(&str, B, 2 * B * item - 1);
-    capture_end();
+    captured = capture_end();
     expect_refused("streamed: a limit below 2 batches -> -1 naming the folder and --max-memory",
                    rc, dir, "--max-memory", NULL);
     check_true("streamed: a limit of exactly 2 batches -> 0",
@@ -1174,7 +1145,7 @@ static void test_stream_failures(void) {
     int cut[B] = {4, 12, 5, 6};
     capture_begin();
     int rc = imageset_batch(out, &str, cut, B, NULL);
-    capture_end();
+    captured = capture_end();
     expect_refused("a batch with the cut PNG -> -1 naming the file and item 12", rc, "img99.png",
                    "item 12", NULL);
 
@@ -1185,13 +1156,13 @@ static void test_stream_failures(void) {
     int with7[B] = {6, 7, 8, 9};
     capture_begin();
     rc = imageset_batch(out, &str, with7, B, NULL);
-    capture_end();
+    captured = capture_end();
     expect_refused("a file removed after open -> -1 naming it and item 7", rc, "img07.png",
                    "item 7", NULL);
     imageset_prefetch(&str, with7, B);
     capture_begin();
     rc = imageset_batch(out, &str, with7, B, NULL);
-    capture_end();
+    captured = capture_end();
     expect_refused("  ... also when it was prefetched (decoded in the background)", rc,
                    "img07.png", "item 7", NULL);
     // Truncated to nothing after open.
@@ -1202,16 +1173,11 @@ static void test_stream_failures(void) {
     imageset_prefetch(&str, with10, 2);
     capture_begin();
     rc = imageset_batch(out, &str, with10, 2, NULL);
-    capture_end();
+    captured = capture_end();
     expect_refused("a file truncated after open -> -1 naming it and item 10", rc, "img10.png",
                    "item 10", NULL);
     check_true("the set goes on serving the intact items", imageset_batch(out, &str, idx, B, NULL) == 0);
     imageset_free(&str);
-}
-
-static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(p);
 }
 
 int main(void) {
@@ -1233,6 +1199,6 @@ int main(void) {
     test_fashion_split("fashion-mnist", "train", 60000);
     test_fashion_split("fashion-mnist-test", "t10k", 10000);
     test_fashion_variants();
-    nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    remove_tree(tmpdir);
     return test_summary("test_datasets");
 }

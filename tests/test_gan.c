@@ -25,57 +25,12 @@
 static const char *GF = "gan.h5";
 
 static float *rd(const char *grp, const char *name, size_t *n) {
-    char path[256];
-    snprintf(path, sizeof path, "%s/%s", grp, name);
-    return golden_read(GF, path, n);
-}
-
-static int *rd_cfg(const char *grp, size_t want) {
-    char path[128];
-    size_t n;
-    snprintf(path, sizeof path, "%s/cfg", grp);
-    int *c = golden_read_int(GF, path, &n);
-    CHECK(n == want);
-    return c;
-}
-
-static float *nan_buf(size_t n) {
-    float *x = xmalloc(n * sizeof(float) + 1);
-    for (size_t i = 0; i < n; i++) x[i] = NAN;
-    return x;
-}
-
-static float *zero_buf(size_t n) { return xcalloc(n ? n : 1, sizeof(float)); }
-
-// check_close against mul * ref (mul = 2 after the second backward call).
-static void check_scaled(const char *grp, const char *what, const float *got,
-                         const float *ref, size_t n, float mul, double tol) {
-    char name[256];
-    snprintf(name, sizeof name, "%s %s%s", grp, what, mul == 1.0f ? "" : " (x2, accumulates)");
-    float *r = xmalloc(n * sizeof(float) + 1);
-    for (size_t i = 0; i < n; i++) r[i] = ref[i] * mul;
-    check_close(name, got, r, n, tol);
-    free(r);
+    return golden_read(GF, golden_name(grp, name), n);
 }
 
 static void check_fwd(const char *grp, const char *what, const float *got, const float *ref,
                       size_t n) {
     check_scaled(grp, what, got, ref, n, 1.0f, TOL);
-}
-
-static int count_cases(const char *prefix) {
-    char name[64];
-    int n = 0;
-    for (;; n++) {
-        snprintf(name, sizeof name, "%s_%d", prefix, n);
-        if (!golden_has(GF, name)) return n;
-    }
-}
-
-static double dot_d(const float *a, const float *b, size_t n) {
-    double s = 0.0;
-    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
-    return s;
 }
 
 // ---------------------------------------------------------------------------
@@ -90,7 +45,7 @@ static double bn_loss(float *out, float *mean, float *rstd, const float *in, con
 static void test_batchnorm(int ci) {
     char grp[32];
     snprintf(grp, sizeof grp, "batchnorm_%d", ci);
-    int *c = rd_cfg(grp, 3);
+    int *c = golden_read_cfg(GF, grp, 3);
     int B = c[0], C = c[1], HW = c[2];
     free(c);
     size_t n, nc;
@@ -156,7 +111,7 @@ static void test_batchnorm(int ci) {
 static void test_lrelu(int ci) {
     char grp[32];
     snprintf(grp, sizeof grp, "lrelu_%d", ci);
-    int *c = rd_cfg(grp, 1);
+    int *c = golden_read_cfg(GF, grp, 1);
     size_t n = (size_t)c[0];
     free(c);
     float *in = rd(grp, "in", NULL), *dout = rd(grp, "dout", NULL), *slope = rd(grp, "slope", NULL);
@@ -206,7 +161,7 @@ static void test_l1(void) {
 static void test_hinge(int ci) {
     char grp[32];
     snprintf(grp, sizeof grp, "hinge_%d", ci);
-    int *c = rd_cfg(grp, 2);
+    int *c = golden_read_cfg(GF, grp, 2);
     size_t nr = (size_t)c[0], nf = (size_t)c[1];
     free(c);
     float *real = rd(grp, "real", NULL), *fake = rd(grp, "fake", NULL);
@@ -226,7 +181,7 @@ static void test_hinge(int ci) {
 }
 
 static void test_gloss(void) {
-    int *c = rd_cfg("gloss", 1);
+    int *c = golden_read_cfg(GF, "gloss", 1);
     size_t n = (size_t)c[0];
     free(c);
     float *fake = rd("gloss", "fake", NULL), *lref = rd("gloss", "loss", NULL);
@@ -244,7 +199,7 @@ static void test_gloss(void) {
 static void test_adaptive(int ci) {
     char grp[32];
     snprintf(grp, sizeof grp, "adaptive_%d", ci);
-    int *c = rd_cfg(grp, 1);
+    int *c = golden_read_cfg(GF, grp, 1);
     size_t n = (size_t)c[0];
     free(c);
     float *gn = rd(grp, "grad_nll", NULL), *gg = rd(grp, "grad_g", NULL);
@@ -257,21 +212,12 @@ static void test_adaptive(int ci) {
 // ---------------------------------------------------------------------------
 // The discriminator
 
-// gen_gan.py's det_fill: exact float32 values k / 2^23 - 1 from a 64-bit LCG.
-static void det_fill(float *x, size_t n, uint64_t seed) {
-    uint64_t s = seed * 0x9E3779B97F4A7C15ULL + 1;
-    for (size_t i = 0; i < n; i++) {
-        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
-        x[i] = (float)((double)(s >> 40) / 8388608.0 - 1.0);
-    }
-}
-
-// gen_gan.py's det_param, over the table in its (state_dict) order.
+// gen_gan.py's det_param (det_fill_lcg), over the table in its (state_dict) order.
 static void det_params(const ParamTable *t, float *p) {
     for (int i = 0; i < t->n; i++) {
         const ParamInfo *pi = &t->info[i];
         float *x = p + pi->offset;
-        det_fill(x, pi->size, 1000 + (uint64_t)i);
+        det_fill_lcg(x, pi->size, 1000 + (uint64_t)i);
         size_t len = strlen(pi->name);
         int is_weight = len > 7 && strcmp(pi->name + len - 7, ".weight") == 0;
         for (size_t j = 0; j < pi->size; j++) {
@@ -293,7 +239,7 @@ static double disc_loss(Patchgan *d, const float *x, const float *dlogits, int B
 
 static void test_disc(void) {
     const char *grp = "disc";
-    int *c = rd_cfg(grp, 4);
+    int *c = golden_read_cfg(GF, grp, 4);
     PatchganConfig cfg = {.in_channels = c[1], .image_size = c[2], .width = c[3]};
     int B = c[0];
     free(c);
@@ -305,7 +251,7 @@ static void test_disc(void) {
     det_params(&d.table, d.params);
     size_t nx = (size_t)B * cfg.in_channels * cfg.image_size * cfg.image_size, nl;
     float *x = xmalloc(nx * sizeof(float));
-    det_fill(x, nx, 999);
+    det_fill_lcg(x, nx, 999);
     float *dlogits = rd(grp, "dlogits", &nl), *lref = rd(grp, "logits", NULL);
     float *dxr = rd(grp, "dx", NULL);
     int P = patchgan_out_size(&cfg);
@@ -515,7 +461,7 @@ static void test_disc_threads(void) {
 
 static void test_threads_bn(void) {
     const char *grp = "batchnorm_1";
-    int *c = rd_cfg(grp, 3);
+    int *c = golden_read_cfg(GF, grp, 3);
     int B = c[0], C = c[1], HW = c[2];
     free(c);
     size_t n;
@@ -537,8 +483,8 @@ static void test_threads_bn(void) {
 }
 
 int main(void) {
-    int nb = count_cases("batchnorm"), nr = count_cases("lrelu"), nh = count_cases("hinge");
-    int na = count_cases("adaptive");
+    int nb = golden_count(GF, "batchnorm"), nr = golden_count(GF, "lrelu");
+    int nh = golden_count(GF, "hinge"), na = golden_count(GF, "adaptive");
     check_true("golden has batchnorm, lrelu, hinge and adaptive-weight cases",
                nb >= 4 && nr >= 2 && nh >= 2 && na >= 3);
     for (int i = 0; i < nb; i++) test_batchnorm(i);

@@ -15,7 +15,6 @@
 //   test_inception [FILE]   FILE: a case of the same layout without the pool
 //                           groups (gen_inception.py --full DIR writes the
 //                           full-width one, outside CI); prints images/s.
-#include <fcntl.h>
 #include <hdf5.h>
 #include <limits.h>
 #include <math.h>
@@ -66,12 +65,6 @@ static void *rd_any(hid_t f, const char *name, size_t *n, hid_t mtype) {
 }
 static float *rd(hid_t f, const char *name, size_t *n) {
     return rd_any(f, name, n, H5T_NATIVE_FLOAT);
-}
-
-static float *nan_buf(size_t n) {
-    float *x = xmalloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = NAN;
-    return x;
 }
 
 // ------------------------------------------------------------ pool kernels
@@ -214,10 +207,6 @@ static float *make_input(uint64_t seed, int B) {
     return x;
 }
 
-static int same_bits(const float *a, const float *b, size_t n) {
-    return memcmp(a, b, n * sizeof(float)) == 0;
-}
-
 static void test_network(hid_t f, const char *path, int timed) {
     Inception *net = NULL;
     if (!check_true("inception_load of the converter's file", inception_load(&net, f, path) == 0))
@@ -318,30 +307,17 @@ static void test_network(hid_t f, const char *path, int timed) {
 
 // --------------------------------------------------------------- bad input
 
-static char captured[8192];
+static const char *captured = "";
 
 // inception_load of `path` with stderr captured into `captured`.
 static int load_captured(const char *path) {
-    char cap[PATH_MAX];
-    snprintf(cap, sizeof cap, "%s/stderr.txt", dir);
-    fflush(stderr);
-    int fd = open(cap, O_WRONLY | O_CREAT | O_TRUNC, 0600), saved = dup(2);
-    CHECK(fd >= 0 && saved >= 0);
-    dup2(fd, 2);
-    close(fd);
+    capture_begin();
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     CHECK(f >= 0);
     Inception *net = (Inception *)&net; // must come back NULL on failure
     int rc = inception_load(&net, f, path);
     H5Fclose(f);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    FILE *cf = fopen(cap, "rb");
-    CHECK(cf != NULL);
-    size_t n = fread(captured, 1, sizeof captured - 1, cf);
-    captured[n] = '\0';
-    fclose(cf);
+    captured = capture_end();
     if (rc == 0) inception_free(net);
     else if (net != NULL) rc = -2; // a failed load must not hand out a network
     return rc;
@@ -506,9 +482,6 @@ int main(int argc, char **argv) {
         snprintf(dir, sizeof dir, "/tmp/ldm_test_inception_XXXXXX");
         CHECK(mkdtemp(dir) != NULL);
         test_bad_files(f);
-        char cap[PATH_MAX];
-        snprintf(cap, sizeof cap, "%s/stderr.txt", dir);
-        unlink(cap);
         rmdir(dir);
     }
     H5Fclose(f);

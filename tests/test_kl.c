@@ -25,12 +25,7 @@
 
 #define KLF "kl.h5"
 
-static float *read_f(const char *name, size_t want) {
-    size_t n;
-    float *x = golden_read(KLF, name, &n);
-    CHECK(n == want);
-    return x;
-}
+static float *read_f(const char *name, size_t want) { return golden_read_n(KLF, name, want); }
 
 // The golden's config dataset -> KlConfig (layout: gen_kl.py's config_ints).
 static KlConfig golden_config(void) {
@@ -51,55 +46,6 @@ static KlConfig golden_config(void) {
     CHECK((size_t)i == n);
     free(v);
     return c;
-}
-
-// The C table lists the golden's state_dict keys, in order, with its sizes.
-static void check_table(const ParamTable *t) {
-    size_t nb, ns;
-    int *bytes = golden_read_int(KLF, "param_names", &nb);
-    int *sizes = golden_read_int(KLF, "param_sizes", &ns);
-    int ok = (size_t)t->n == ns;
-    size_t pos = 0;
-    for (int i = 0; ok && i < t->n; i++) {
-        const char *name = t->info[i].name;
-        size_t len = strlen(name);
-        ok = pos + len <= nb && (pos + len == nb || bytes[pos + len] == '\n') &&
-             t->info[i].size == (size_t)sizes[i];
-        for (size_t j = 0; ok && j < len; j++) ok = bytes[pos + j] == name[j];
-        pos += len + 1;
-    }
-    char msg[160];
-    snprintf(msg, sizeof msg, "reduced config: table = mirror's state_dict (%d tensors, %zu floats)",
-             t->n, t->total);
-    check_true(msg, ok);
-    free(bytes);
-    free(sizes);
-}
-
-// Per tensor max|got - ref| / max|ref|; one line naming the worst. A tensor
-// whose reference is zero to rounding (attention's key bias: softmax ignores
-// a constant shift) is compared against the largest gradient instead.
-static void check_grads(const ParamTable *t, const float *got, const float *ref, double tol) {
-    double gmax = 0, worst = 0;
-    const char *wname = "";
-    for (size_t j = 0; j < t->total; j++) gmax = fmax(gmax, fabs(ref[j]));
-    int finite = 1;
-    for (int i = 0; i < t->n; i++) {
-        const ParamInfo *p = &t->info[i];
-        double md = 0, mr = 0;
-        for (size_t j = 0; j < p->size; j++) {
-            double a = got[p->offset + j], r = ref[p->offset + j];
-            finite &= isfinite(a);
-            md = fmax(md, fabs(a - r));
-            mr = fmax(mr, fabs(r));
-        }
-        double rel = mr <= 1e-9 * gmax ? md / gmax : md / mr;
-        if (rel >= worst) worst = rel, wname = p->name;
-    }
-    char msg[300];
-    snprintf(msg, sizeof msg, "reduced config: all %d parameter gradients, worst rel err %.3g (%s), "
-             "tol %.0e", t->n, worst, wname, tol);
-    check_true(msg, finite && gmax > 0 && worst <= tol);
 }
 
 typedef struct {
@@ -139,17 +85,13 @@ static void free_run(Run *r) {
     free(r->mean), free(r->logvar), free(r->xhat), free(r->dx), free(r->dz), free(r->dlast);
 }
 
-static int same(const float *a, const float *b, size_t n) {
-    return memcmp(a, b, n * sizeof *a) == 0;
-}
-
 static void test_small(void) {
     KlConfig c = golden_config();
     check_true("golden config passes kl_config_check", kl_config_check(&c, KLF) == 0);
     const int B = 2;
     KlVae k;
     kl_init(&k, &c, B + 1); // a batch below max_batch
-    check_table(&k.table);
+    check_golden_table("reduced config", &k.table, KLF, "");
     float *params = read_f("params", k.table.total);
     memcpy(k.params, params, k.table.total * sizeof(float));
     int S = c.image_size, h = kl_latent_size(&c), Z = c.z_channels;
@@ -190,7 +132,7 @@ static void test_small(void) {
                    k.table.info[pi].size == k.last_w_size);
     free(ref);
     ref = read_f("grads", k.table.total);
-    check_grads(&k.table, k.grads, ref, 1e-4);
+    check_param_grads("reduced config", &k.table, k.grads, ref, 1e-4);
     free(ref);
 
     // thread invariance: the same step at 1 and 2 threads, bit for bit
@@ -203,10 +145,10 @@ static void test_small(void) {
     run_small(&k, &in, &out, B);
     check_true("1 and 2 threads: mean, logvar, xhat, dx, dz, last-layer grad and every "
                "parameter gradient bit-identical",
-               same(o1.mean, out.mean, nz) && same(o1.logvar, out.logvar, nz) &&
-                   same(o1.xhat, out.xhat, nx) && same(o1.dx, out.dx, nx) &&
-                   same(o1.dz, out.dz, nz) && same(o1.dlast, out.dlast, k.last_w_size) &&
-                   same(g1, k.grads, k.table.total));
+               same_bits(o1.mean, out.mean, nz) && same_bits(o1.logvar, out.logvar, nz) &&
+                   same_bits(o1.xhat, out.xhat, nx) && same_bits(o1.dx, out.dx, nx) &&
+                   same_bits(o1.dz, out.dz, nz) && same_bits(o1.dlast, out.dlast, k.last_w_size) &&
+                   same_bits(g1, k.grads, k.table.total));
     // a batch of one gives the first item's outputs
     kl_encode_forward(&k, o1.mean, o1.logvar, in.x, 1);
     kl_decode_forward(&k, o1.xhat, in.z, 1);
@@ -247,8 +189,8 @@ static void test_infer(void) {
         ok &= B > 1 || v.klv.acts == NULL; // B 3 follows B 1's training forwards
         kl_encode_forward(&v.klv, b.mean, b.logvar, x, B);
         kl_decode_forward(&v.klv, b.xhat, z, B);
-        ok &= same(a.mean, b.mean, B * nz) && same(a.logvar, b.logvar, B * nz) &&
-              same(a.xhat, b.xhat, B * nx);
+        ok &= same_bits(a.mean, b.mean, B * nz) && same_bits(a.logvar, b.logvar, B * nz) &&
+              same_bits(a.xhat, b.xhat, B * nx);
     }
     check_true("kl: vae_encode / vae_decode = kl_encode_forward / kl_decode_forward bit for "
                "bit at B 1 (own buffers) and 3 (in the training activations), no training "
@@ -272,8 +214,9 @@ static void test_infer(void) {
     run_small(&v.klv, &in, &b, 2);
     check_true("kl: a training step after inference in its activations: dx, dz, the last "
                "layer's and every parameter gradient bit-identical",
-               same(a.dx, b.dx, 2 * nx) && same(a.dz, b.dz, 2 * nz) &&
-                   same(a.dlast, b.dlast, v.klv.last_w_size) && same(g, v.grads, v.table.total));
+               same_bits(a.dx, b.dx, 2 * nx) && same_bits(a.dz, b.dz, 2 * nz) &&
+                   same_bits(a.dlast, b.dlast, v.klv.last_w_size) &&
+                   same_bits(g, v.grads, v.table.total));
     free(g), free(params);
     free_run(&in), free_run(&a), free_run(&b);
     vae_free(&v);
@@ -399,7 +342,7 @@ static void test_full(void) {
     kl_encode(&k, m2, lv2, x, 1);
     kl_decode(&k, xh2, mean, 1);
     check_true("vae-kl-f4: kl_encode / kl_decode (inference) = the training forward bit for bit",
-               same(m2, mean, nz) && same(lv2, logvar, nz) && same(xh2, xhat, nx));
+               same_bits(m2, mean, nz) && same_bits(lv2, logvar, nz) && same_bits(xh2, xhat, nx));
     free(m2), free(lv2), free(xh2);
 
     // thread invariance at full width (the Winograd and 1x1 GEMM paths the
@@ -426,8 +369,8 @@ static void test_full(void) {
     }
     check_true("vae-kl-f4 at 1 and 2 threads: mean, xhat, dx and every parameter gradient "
                "bit-identical",
-               same(m1, mean, nz) && same(x1, xhat, nx) && same(dx1, dx, nx) &&
-                   same(g1, k.grads, k.table.total));
+               same_bits(m1, mean, nz) && same_bits(x1, xhat, nx) && same_bits(dx1, dx, nx) &&
+                   same_bits(g1, k.grads, k.table.total));
     free(ones), free(g1), free(x1), free(m1), free(dx1), free(dx);
     free(x), free(mean), free(logvar), free(xhat);
     kl_free(&k);
@@ -584,7 +527,7 @@ static void test_ckpt(void) {
                    "latent side for the tools",
                    v.cfg.arch == VAE_ARCH_KL && memcmp(&v.cfg.kl, &k, sizeof k) == 0 &&
                        v.table.total == ref.table.total &&
-                       same(v.params, ref.params, ref.table.total) &&
+                       same_bits(v.params, ref.params, ref.table.total) &&
                        v.cfg.in_channels == k.in_channels && v.cfg.image_size == k.image_size &&
                        v.cfg.latent_channels == k.z_channels && vae_latent_size(&v.cfg) == h);
         size_t nx = (size_t)k.in_channels * k.image_size * k.image_size;
@@ -597,7 +540,7 @@ static void test_ckpt(void) {
         kl_encode_forward(&ref, m2, l2, x, 1);
         kl_decode_forward(&ref, x2, m2, 1);
         check_true("vae_encode / vae_decode = kl_encode_forward / kl_decode_forward",
-                   same(m1, m2, nz) && same(l1, l2, nz) && same(x1, x2, nx));
+                   same_bits(m1, m2, nz) && same_bits(l1, l2, nz) && same_bits(x1, x2, nx));
         // an EMA-style copy: vae_* run on whatever v.params points at
         float *own = v.params, *copy = xmalloc(v.table.total * sizeof(float));
         memset(copy, 0, v.table.total * sizeof(float));

@@ -10,7 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "checkpoint.h"
 #include "common.h"
 #include "klgan.h"
 #include "testutil.h"
@@ -26,11 +25,13 @@ typedef struct {
     float *x, *eps;
 } Nets;
 
-static float *rd(const char *name, size_t want) {
-    size_t n;
-    float *p = golden_read(GF, name, &n);
-    CHECK(n == want);
-    return p;
+static float *rd(const char *name, size_t want) { return golden_read_n(GF, name, want); }
+
+// The LPIPS weights of gen_klgan.py, in lpips_table's order.
+static void lpips_golden(const ParamTable *t, float *p) {
+    float *g = rd("on/lpips", t->total);
+    memcpy(p, g, t->total * sizeof(float));
+    free(g);
 }
 
 // The networks of gen_klgan.py with its weights; LPIPS goes through a file
@@ -51,19 +52,7 @@ static void nets_init(Nets *n, const char *lpips_path) {
     memcpy(n->d.params, p, n->d.table.total * sizeof(float));
     free(p);
     const int w[LPIPS_LAYERS] = {4, 4, 8, 8, 8};
-    ParamTable t;
-    lpips_table(&t, w);
-    p = rd("on/lpips", t.total);
-    Attrs *a = xcalloc(1, sizeof *a);
-    CHECK(attrs_set_str(a, "kind", "lpips") == 0);
-    for (int s = 0; s < LPIPS_LAYERS; s++) {
-        char k[16];
-        snprintf(k, sizeof k, "width%d", s + 1);
-        attrs_set_int(a, k, w[s]);
-    }
-    CHECK(ckpt_write(lpips_path, &t, (CkptBuffers){p, NULL, NULL, NULL}, a) == 0);
-    free(a), free(p);
-    params_free(&t);
+    lpips_write_test_file(lpips_path, w, lpips_golden, NULL);
     CHECK(lpips_load(&n->lp, lpips_path, 2, 32) == 0);
     n->x = rd("on/x", 2 * 3 * 32 * 32);
     n->eps = rd("on/eps", 2 * 4 * 16 * 16);

@@ -21,54 +21,18 @@
 static const char *GF = "layers.h5";
 
 static float *rd(const char *grp, const char *name, size_t *n) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", grp, name);
-    return golden_read(GF, path, n);
-}
-
-static int *rd_cfg(const char *grp, size_t want) {
-    char path[128];
-    size_t n;
-    snprintf(path, sizeof path, "%s/cfg", grp);
-    int *c = golden_read_int(GF, path, &n);
-    CHECK(n == want);
-    return c;
-}
-
-static float *nan_buf(size_t n) {
-    float *x = xmalloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = NAN;
-    return x;
-}
-
-static float *zero_buf(size_t n) { return xcalloc(n ? n : 1, sizeof(float)); }
-
-// check_close against mul * ref (mul = 2 after the second backward call).
-static void check_scaled(const char *grp, const char *what, const float *got,
-                         const float *ref, size_t n, float mul) {
-    char name[128];
-    snprintf(name, sizeof name, "%s %s%s", grp, what, mul == 1.0f ? "" : " (x2, accumulates)");
-    float *r = xmalloc(n * sizeof(float) + 1);
-    for (size_t i = 0; i < n; i++) r[i] = ref[i] * mul;
-    check_close(name, got, r, n, TOL);
-    free(r);
+    return golden_read(GF, golden_name(grp, name), n);
 }
 
 static void check_fwd(const char *grp, const char *what, const float *got, const float *ref,
                       size_t n) {
-    check_scaled(grp, what, got, ref, n, 1.0f);
+    check_scaled(grp, what, got, ref, n, 1.0f, TOL);
 }
 
 static uint64_t lcg_state = 0x9e3779b97f4a7c15ULL;
 static size_t rand_index(size_t n) {
     lcg_state = lcg_state * 6364136223846793005ULL + 1442695040888963407ULL;
     return (size_t)(lcg_state >> 33) % n;
-}
-
-static double dot_d(const float *a, const float *b, size_t n) {
-    double s = 0.0;
-    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
-    return s;
 }
 
 // ---------------------------------------------------------------------------
@@ -110,7 +74,7 @@ static void conv2d_fd(const char *grp, const char *what, const ConvDims *d, floa
 static void test_conv2d(int ci) {
     char grp[32];
     snprintf(grp, sizeof grp, "conv2d_%d", ci);
-    int *c = rd_cfg(grp, 9);
+    int *c = golden_read_cfg(GF, grp, 9);
     ConvDims d = {c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]};
     int hb = c[8];
     free(c);
@@ -128,22 +92,22 @@ static void test_conv2d(int ci) {
     for (int rep = 1; rep <= 2; rep++) {
         conv2d_backward(din, dw, hb ? db : NULL, dout, in, w, d.B, d.C, d.H, d.W, d.OC, d.k,
                         d.s, d.p, scratch);
-        check_scaled(grp, "din", din, dinr, nin, (float)rep);
-        check_scaled(grp, "dw", dw, dwr, nw, (float)rep);
-        if (hb) check_scaled(grp, "db", db, dbr, nb, (float)rep);
+        check_scaled(grp, "din", din, dinr, nin, (float)rep, TOL);
+        check_scaled(grp, "dw", dw, dwr, nw, (float)rep, TOL);
+        if (hb) check_scaled(grp, "db", db, dbr, nb, (float)rep, TOL);
     }
     // without an input gradient (first layer)
     memset(dw, 0, nw * sizeof(float));
     memset(db, 0, nb * sizeof(float));
     conv2d_backward(NULL, dw, hb ? db : NULL, dout, in, w, d.B, d.C, d.H, d.W, d.OC, d.k, d.s,
                     d.p, scratch);
-    check_scaled(grp, "dw (din NULL)", dw, dwr, nw, 1.0f);
-    if (hb) check_scaled(grp, "db (din NULL)", db, dbr, nb, 1.0f);
+    check_scaled(grp, "dw (din NULL)", dw, dwr, nw, 1.0f, TOL);
+    if (hb) check_scaled(grp, "db (din NULL)", db, dbr, nb, 1.0f, TOL);
     // the '=' form overwrites whatever din held
     for (size_t i = 0; i < nin; i++) din[i] = NAN;
     conv2d_backward_set(din, dw, NULL, dout, in, w, d.B, d.C, d.H, d.W, d.OC, d.k, d.s, d.p,
                         scratch);
-    check_scaled(grp, "din (set)", din, dinr, nin, 1.0f);
+    check_scaled(grp, "din (set)", din, dinr, nin, 1.0f, TOL);
 
     if (ci < 2 || ci == 3 || ci == 7) {
         conv2d_fd(grp, "din", &d, in, nin, dinr, out, in, w, b, dout, nout, scratch);
@@ -156,7 +120,7 @@ static void test_conv2d(int ci) {
 static void test_convt2d(int ci) {
     char grp[32];
     snprintf(grp, sizeof grp, "convt2d_%d", ci);
-    int *c = rd_cfg(grp, 8);
+    int *c = golden_read_cfg(GF, grp, 8);
     int B = c[0], C = c[1], H = c[2], W = c[3], OC = c[4], k = c[5], s = c[6], p = c[7];
     free(c);
     size_t nin, nw, nout, nb;
@@ -172,25 +136,25 @@ static void test_convt2d(int ci) {
     float *din = zero_buf(nin), *dw = zero_buf(nw), *db = zero_buf(nb);
     for (int rep = 1; rep <= 2; rep++) {
         conv_transpose2d_backward(din, dw, db, dout, in, w, B, C, H, W, OC, k, s, p, scratch);
-        check_scaled(grp, "din", din, dinr, nin, (float)rep);
-        check_scaled(grp, "dw", dw, dwr, nw, (float)rep);
-        check_scaled(grp, "db", db, dbr, nb, (float)rep);
+        check_scaled(grp, "din", din, dinr, nin, (float)rep, TOL);
+        check_scaled(grp, "dw", dw, dwr, nw, (float)rep, TOL);
+        check_scaled(grp, "db", db, dbr, nb, (float)rep, TOL);
     }
     memset(dw, 0, nw * sizeof(float));
     memset(db, 0, nb * sizeof(float));
     conv_transpose2d_backward(NULL, dw, db, dout, in, w, B, C, H, W, OC, k, s, p, scratch);
-    check_scaled(grp, "dw (din NULL)", dw, dwr, nw, 1.0f);
-    check_scaled(grp, "db (din NULL)", db, dbr, nb, 1.0f);
+    check_scaled(grp, "dw (din NULL)", dw, dwr, nw, 1.0f, TOL);
+    check_scaled(grp, "db (din NULL)", db, dbr, nb, 1.0f, TOL);
     for (size_t i = 0; i < nin; i++) din[i] = NAN;
     conv_transpose2d_backward_set(din, dw, NULL, dout, in, w, B, C, H, W, OC, k, s, p, scratch);
-    check_scaled(grp, "din (set)", din, dinr, nin, 1.0f);
+    check_scaled(grp, "din (set)", din, dinr, nin, 1.0f, TOL);
     free(in), free(w), free(b), free(dout), free(oref), free(dinr), free(dwr), free(dbr);
     free(scratch), free(out), free(din), free(dw), free(db);
 }
 
 static void test_linear(void) {
     const char *grp = "linear";
-    int *c = rd_cfg(grp, 3);
+    int *c = golden_read_cfg(GF, grp, 3);
     int N = c[0], IN = c[1], OUT = c[2];
     free(c);
     size_t nin, nw, nb, nout;
@@ -203,9 +167,9 @@ static void test_linear(void) {
     float *din = zero_buf(nin), *dw = zero_buf(nw), *db = zero_buf(nb);
     for (int rep = 1; rep <= 2; rep++) {
         linear_backward(din, dw, db, dout, in, w, N, IN, OUT);
-        check_scaled(grp, "din", din, dinr, nin, (float)rep);
-        check_scaled(grp, "dw", dw, dwr, nw, (float)rep);
-        check_scaled(grp, "db", db, dbr, nb, (float)rep);
+        check_scaled(grp, "din", din, dinr, nin, (float)rep, TOL);
+        check_scaled(grp, "dw", dw, dwr, nw, (float)rep, TOL);
+        check_scaled(grp, "db", db, dbr, nb, (float)rep, TOL);
     }
     free(in), free(w), free(b), free(dout), free(oref), free(dinr), free(dwr), free(dbr);
     free(out), free(din), free(dw), free(db);
@@ -221,7 +185,7 @@ static void test_silu(void) {
     check_fwd(grp, "out", out, oref, n);
     for (int rep = 1; rep <= 2; rep++) {
         silu_backward(din, dout, in, n);
-        check_scaled(grp, "din", din, dinr, n, (float)rep);
+        check_scaled(grp, "din", din, dinr, n, (float)rep, TOL);
     }
     memcpy(out, in, n * sizeof(float));
     silu_forward(out, out, n);
@@ -262,7 +226,7 @@ static void gn_fd(const char *grp, const char *what, GnCtx *g, float *x, size_t 
 static void test_groupnorm(int ci) {
     char grp[32];
     snprintf(grp, sizeof grp, "groupnorm_%d", ci);
-    int *c = rd_cfg(grp, 4);
+    int *c = golden_read_cfg(GF, grp, 4);
     int B = c[0], C = c[1], HW = c[2], G = c[3];
     free(c);
     size_t n, nc, ng;
@@ -278,9 +242,9 @@ static void test_groupnorm(int ci) {
     float *din = zero_buf(n), *dw = zero_buf(nc), *db = zero_buf(nc);
     for (int rep = 1; rep <= 2; rep++) {
         groupnorm_backward(din, dw, db, dout, in, mean, rstd, w, B, C, HW, G);
-        check_scaled(grp, "din", din, dinr, n, (float)rep);
-        check_scaled(grp, "dw", dw, dwr, nc, (float)rep);
-        check_scaled(grp, "db", db, dbr, nc, (float)rep);
+        check_scaled(grp, "din", din, dinr, n, (float)rep, TOL);
+        check_scaled(grp, "dw", dw, dwr, nc, (float)rep, TOL);
+        check_scaled(grp, "db", db, dbr, nc, (float)rep, TOL);
     }
     if (ci < 2) {
         GnCtx g = {B, C, HW, G, w, b, dout, out, mean, rstd};
@@ -299,7 +263,7 @@ static void test_groupnorm(int ci) {
 static void test_groupnorm_silu(int ci) {
     char grp[32];
     snprintf(grp, sizeof grp, "groupnorm_%d", ci);
-    int *c = rd_cfg(grp, 4);
+    int *c = golden_read_cfg(GF, grp, 4);
     int B = c[0], C = c[1], HW = c[2], G = c[3];
     free(c);
     size_t n, nc, ng = (size_t)B * G;
@@ -319,15 +283,15 @@ static void test_groupnorm_silu(int ci) {
     float *din = zero_buf(n), *dw = zero_buf(nc), *db = zero_buf(nc);
     for (int rep = 1; rep <= 2; rep++) {
         groupnorm_silu_backward(din, dw, db, dact, in, m2, r2, w, b, B, C, HW, G, scratch);
-        check_scaled(grp, "fused din vs separate", din, din_ref, n, (float)rep);
-        check_scaled(grp, "fused dw vs separate", dw, dw_ref, nc, (float)rep);
-        check_scaled(grp, "fused db vs separate", db, db_ref, nc, (float)rep);
+        check_scaled(grp, "fused din vs separate", din, din_ref, n, (float)rep, TOL);
+        check_scaled(grp, "fused dw vs separate", dw, dw_ref, nc, (float)rep, TOL);
+        check_scaled(grp, "fused db vs separate", db, db_ref, nc, (float)rep, TOL);
     }
     float *dset = nan_buf(n);
     memset(dw, 0, nc * sizeof(float));
     memset(db, 0, nc * sizeof(float));
     groupnorm_silu_backward_set(dset, dw, db, dact, in, m2, r2, w, b, B, C, HW, G, scratch);
-    check_scaled(grp, "fused din (=) vs separate", dset, din_ref, n, 1.0f);
+    check_scaled(grp, "fused din (=) vs separate", dset, din_ref, n, 1.0f, TOL);
     free(in), free(w), free(b), free(dact), free(gn), free(act_ref), free(mean), free(rstd);
     free(dgn), free(din_ref), free(dw_ref), free(db_ref), free(act), free(m2), free(r2);
     free(scratch), free(din), free(dw), free(db), free(dset);
@@ -342,7 +306,7 @@ static void test_groupnorm_groups(void) {
 
 static void test_upsample(void) {
     const char *grp = "upsample2x";
-    int *c = rd_cfg(grp, 4);
+    int *c = golden_read_cfg(GF, grp, 4);
     int B = c[0], C = c[1], H = c[2], W = c[3];
     free(c);
     size_t nin, nout;
@@ -353,14 +317,14 @@ static void test_upsample(void) {
     check_fwd(grp, "out", out, oref, nout);
     for (int rep = 1; rep <= 2; rep++) {
         upsample2x_backward(din, dout, B, C, H, W);
-        check_scaled(grp, "din", din, dinr, nin, (float)rep);
+        check_scaled(grp, "din", din, dinr, nin, (float)rep, TOL);
     }
     free(in), free(dout), free(oref), free(dinr), free(out), free(din);
 }
 
 static void test_concat(void) {
     const char *grp = "concat";
-    int *c = rd_cfg(grp, 4);
+    int *c = golden_read_cfg(GF, grp, 4);
     int B = c[0], Ca = c[1], Cb = c[2], HW = c[3];
     free(c);
     size_t na, nb, nout;
@@ -371,8 +335,8 @@ static void test_concat(void) {
     check_fwd(grp, "out", out, oref, nout);
     for (int rep = 1; rep <= 2; rep++) {
         concat_channels_backward(da, db, dout, B, Ca, Cb, HW);
-        check_scaled(grp, "da", da, dar, na, (float)rep);
-        check_scaled(grp, "db", db, dbr, nb, (float)rep);
+        check_scaled(grp, "da", da, dar, na, (float)rep, TOL);
+        check_scaled(grp, "db", db, dbr, nb, (float)rep, TOL);
     }
     free(a), free(b), free(dout), free(oref), free(dar), free(dbr);
     free(out), free(da), free(db);
@@ -380,7 +344,7 @@ static void test_concat(void) {
 
 static void test_chanbias(void) {
     const char *grp = "chanbias";
-    int *c = rd_cfg(grp, 3);
+    int *c = golden_read_cfg(GF, grp, 3);
     int B = c[0], C = c[1], HW = c[2];
     free(c);
     size_t nx, nv;
@@ -391,7 +355,7 @@ static void test_chanbias(void) {
     check_fwd(grp, "out", x, oref, nx);
     for (int rep = 1; rep <= 2; rep++) {
         add_channel_bias_backward(dv, dout, B, C, HW);
-        check_scaled(grp, "dv", dv, dvr, nv, (float)rep);
+        check_scaled(grp, "dv", dv, dvr, nv, (float)rep, TOL);
     }
     free(x), free(v), free(dout), free(oref), free(dvr), free(dv);
 }
@@ -406,7 +370,7 @@ static void test_losses(void) {
     float *da = zero_buf(n);
     for (int rep = 1; rep <= 2; rep++) {
         sq_err_backward(da, a, b, n, scale[0]);
-        check_scaled("sq_err", "da", da, dar, n, (float)rep);
+        check_scaled("sq_err", "da", da, dar, n, (float)rep, TOL);
     }
     free(a), free(b), free(lref), free(dar), free(scale), free(da);
 
@@ -419,8 +383,8 @@ static void test_losses(void) {
     float *dm = zero_buf(n), *dl = zero_buf(n);
     for (int rep = 1; rep <= 2; rep++) {
         gaussian_kl_backward(dm, dl, m, lv, n, scale[0]);
-        check_scaled("gaussian_kl", "dmean", dm, dmr, n, (float)rep);
-        check_scaled("gaussian_kl", "dlogvar", dl, dlr, n, (float)rep);
+        check_scaled("gaussian_kl", "dmean", dm, dmr, n, (float)rep, TOL);
+        check_scaled("gaussian_kl", "dlogvar", dl, dlr, n, (float)rep, TOL);
     }
     free(m), free(lv), free(lref), free(scale), free(dmr), free(dlr), free(dm), free(dl);
 }
@@ -428,7 +392,7 @@ static void test_losses(void) {
 static void test_attention(int ci) {
     char grp[32];
     snprintf(grp, sizeof grp, "attention_%d", ci);
-    int *c = rd_cfg(grp, 4);
+    int *c = golden_read_cfg(GF, grp, 4);
     int B = c[0], C = c[1], T = c[2], heads = c[3];
     free(c);
     size_t n, na;
@@ -445,16 +409,16 @@ static void test_attention(int ci) {
     float *dq = zero_buf(n), *dk = zero_buf(n), *dv = zero_buf(n);
     for (int rep = 1; rep <= 2; rep++) {
         attention_backward(dq, dk, dv, dout, att, q, k, v, B, C, T, heads, scratch);
-        check_scaled(grp, "dq", dq, dqr, n, (float)rep);
-        check_scaled(grp, "dk", dk, dkr, n, (float)rep);
-        check_scaled(grp, "dv", dv, dvr, n, (float)rep);
+        check_scaled(grp, "dq", dq, dqr, n, (float)rep, TOL);
+        check_scaled(grp, "dk", dk, dkr, n, (float)rep, TOL);
+        check_scaled(grp, "dv", dv, dvr, n, (float)rep, TOL);
     }
     free(q), free(k), free(v), free(dout), free(oref), free(aref), free(dqr), free(dkr);
     free(dvr), free(out), free(att), free(scratch), free(dq), free(dk), free(dv);
 }
 
 static void test_timestep(void) {
-    int *c = rd_cfg("timestep", 2);
+    int *c = golden_read_cfg(GF, "timestep", 2);
     int B = c[0], dim = c[1];
     free(c);
     size_t nt, n;
@@ -475,7 +439,7 @@ static void test_timestep(void) {
 static void run_conv_group(float *res, int threads) {
     set_threads(threads);
     const char *grp = "conv2d_1";
-    int *c = rd_cfg(grp, 9);
+    int *c = golden_read_cfg(GF, grp, 9);
     ConvDims d = {c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]};
     free(c);
     size_t nin, nw, nout;
@@ -493,7 +457,7 @@ static void run_conv_group(float *res, int threads) {
 static void run_gn_att(float *res, int threads) {
     set_threads(threads);
     const char *grp = "groupnorm_1";
-    int *c = rd_cfg(grp, 4);
+    int *c = golden_read_cfg(GF, grp, 4);
     int B = c[0], C = c[1], HW = c[2], G = c[3];
     free(c);
     size_t n;
@@ -507,7 +471,7 @@ static void run_gn_att(float *res, int threads) {
     free(in), free(w), free(b), free(dout);
     float *r = db + C;
     grp = "attention_1";
-    c = rd_cfg(grp, 4);
+    c = golden_read_cfg(GF, grp, 4);
     B = c[0], C = c[1];
     int T = c[2], heads = c[3];
     free(c);
@@ -621,28 +585,18 @@ static void test_winograd(void) {
     set_threads(2);
 }
 
-// Number of groups prefix_0, prefix_1, ... in the golden file.
-static int count_cases(const char *prefix) {
-    char name[64];
-    int n = 0;
-    for (;; n++) {
-        snprintf(name, sizeof name, "%s_%d", prefix, n);
-        if (!golden_has(GF, name)) return n;
-    }
-}
-
 int main(void) {
     int n;
     check_true("golden has conv2d, convt2d, groupnorm and attention cases",
-               count_cases("conv2d") >= 5 && count_cases("convt2d") >= 2 &&
-                   count_cases("groupnorm") >= 3 && count_cases("attention") >= 2);
-    n = count_cases("conv2d");
+               golden_count(GF, "conv2d") >= 5 && golden_count(GF, "convt2d") >= 2 &&
+                   golden_count(GF, "groupnorm") >= 3 && golden_count(GF, "attention") >= 2);
+    n = golden_count(GF, "conv2d");
     for (int i = 0; i < n; i++) test_conv2d(i);
-    n = count_cases("convt2d");
+    n = golden_count(GF, "convt2d");
     for (int i = 0; i < n; i++) test_convt2d(i);
     test_linear();
     test_silu();
-    n = count_cases("groupnorm");
+    n = golden_count(GF, "groupnorm");
     for (int i = 0; i < n; i++) test_groupnorm(i);
     for (int i = 0; i < n; i++) test_groupnorm_silu(i);
     test_groupnorm_groups();
@@ -651,7 +605,7 @@ int main(void) {
     test_chanbias();
     test_losses();
     test_winograd();
-    n = count_cases("attention");
+    n = golden_count(GF, "attention");
     for (int i = 0; i < n; i++) test_attention(i);
     test_timestep();
     test_threads();

@@ -11,7 +11,6 @@
 //    bit-identical;
 //  - bad files: wrong kind, a width attribute missing or out of range, a
 //    missing tensor, a wrong shape, a NaN, an extra tensor, too small images.
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -20,7 +19,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "checkpoint.h"
 #include "common.h"
 #include "h5attr.h"
 #include "lpips.h"
@@ -33,29 +31,15 @@ static const int VGG16[LPIPS_LAYERS] = {64, 128, 256, 512, 512};
 static char dir[64];
 
 static float *rd(const char *grp, const char *name, size_t *n) {
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", grp, name);
-    return golden_read(GF, path, n);
+    return golden_read(GF, golden_name(grp, name), n);
 }
 
-// gen_lpips.py's det_fill: splitmix64's finaliser of (seed << 32) + i, top
-// 24 bits -> k / 2^23 - 1 (exact in float32).
-static void det_fill(float *x, size_t n, uint64_t seed) {
-    for (size_t i = 0; i < n; i++) {
-        uint64_t z = (seed << 32) + i + 0x9E3779B97F4A7C15ULL;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-        z ^= z >> 31;
-        x[i] = (float)((double)(z >> 40) / 8388608.0 - 1.0);
-    }
-}
-
-// gen_lpips.py's det_param over the file's table.
+// gen_lpips.py's det_param (det_fill_splitmix) over the file's table.
 static void det_params(const ParamTable *t, float *p) {
     for (int i = 0; i < t->n; i++) {
         const ParamInfo *pi = &t->info[i];
         float *x = p + pi->offset;
-        det_fill(x, pi->size, 1000 + (uint64_t)i);
+        det_fill_splitmix(x, pi->size, 1000 + (uint64_t)i);
         int fan_in = pi->ndim == 4 ? pi->shape[1] * pi->shape[2] * pi->shape[3] : 0;
         float bound = fan_in ? (float)sqrt(6.0 / fan_in) : 0.0f;
         for (size_t j = 0; j < pi->size; j++)
@@ -67,37 +51,9 @@ static void det_params(const ParamTable *t, float *p) {
 
 // gen_lpips.py's images: x, then xhat = x + 0.25 u.
 static void det_images(float *x, float *xhat, size_t n, uint64_t seed) {
-    det_fill(x, n, seed);
-    det_fill(xhat, n, seed + 1);
+    det_fill_splitmix(x, n, seed);
+    det_fill_splitmix(xhat, n, seed + 1);
     for (size_t i = 0; i < n; i++) xhat[i] = x[i] + 0.25f * xhat[i];
-}
-
-// ---- stderr capture, to check the messages of failing loads
-static char captured[8192];
-static int saved_fd = -1;
-
-static void capture_begin(void) {
-    char p[PATH_MAX];
-    snprintf(p, sizeof p, "%s/stderr.txt", dir);
-    fflush(stderr);
-    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    CHECK(fd >= 0);
-    saved_fd = dup(2);
-    dup2(fd, 2);
-    close(fd);
-}
-
-static void capture_end(void) {
-    char p[PATH_MAX];
-    snprintf(p, sizeof p, "%s/stderr.txt", dir);
-    fflush(stderr);
-    dup2(saved_fd, 2);
-    close(saved_fd);
-    FILE *f = fopen(p, "rb");
-    CHECK(f != NULL);
-    size_t n = fread(captured, 1, sizeof captured - 1, f);
-    captured[n] = '\0';
-    fclose(f);
 }
 
 // ---- max pool backward
@@ -184,27 +140,6 @@ static void test_small(void) {
     lpips_free(&l);
 }
 
-// Writes an LPIPS file of widths w at `path` with det_params values; `edit`
-// (may be NULL) changes the table or values first.
-typedef void (*Edit)(ParamTable *t, float **p, Attrs *a);
-static void write_net(const char *path, const int w[LPIPS_LAYERS], Edit edit) {
-    ParamTable t;
-    lpips_table(&t, w);
-    float *p = xmalloc(t.total * sizeof(float));
-    det_params(&t, p);
-    Attrs *a = xcalloc(1, sizeof *a);
-    CHECK(attrs_set_str(a, "kind", "lpips") == 0);
-    for (int s = 0; s < LPIPS_LAYERS; s++) {
-        char k[16];
-        snprintf(k, sizeof k, "width%d", s + 1);
-        attrs_set_int(a, k, w[s]);
-    }
-    if (edit) edit(&t, &p, a);
-    CHECK(ckpt_write(path, &t, (CkptBuffers){p, NULL, NULL, NULL}, a) == 0);
-    free(a), free(p);
-    params_free(&t);
-}
-
 static void run_pair(Lpips *l, float *out, float *dx, const float *x, const float *xhat, int B) {
     float dout[8];
     for (int b = 0; b < B; b++) dout[b] = 1.0f - 0.5f * b;
@@ -216,7 +151,7 @@ static void run_pair(Lpips *l, float *out, float *dx, const float *x, const floa
 static void test_full(void) {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/vgg16.h5", dir);
-    write_net(path, VGG16, NULL);
+    lpips_write_test_file(path, VGG16, det_params, NULL);
     Lpips l;
     int rc = lpips_load(&l, path, 1, 64);
     check_true("VGG16-wide network from the formula loads", rc == 0);
@@ -329,14 +264,14 @@ static void edit_nan(ParamTable *t, float **p, Attrs *a) {
     (*p)[t->info[params_find(t, "features.19.bias")].offset + 3] = NAN;
 }
 
-static void expect_bad(const char *what, Edit edit, int size, const char *needle) {
+static void expect_bad(const char *what, LpipsEdit edit, int size, const char *needle) {
     char path[PATH_MAX], label[160];
     snprintf(path, sizeof path, "%s/bad.h5", dir);
-    write_net(path, NARROW, edit);
+    lpips_write_test_file(path, NARROW, det_params, edit);
     Lpips l;
     capture_begin();
     int rc = lpips_load(&l, path, 2, size);
-    capture_end();
+    const char *captured = capture_end();
     int ok = rc == -1 && strstr(captured, "error: ") && strstr(captured, path) &&
              (!needle || strstr(captured, needle)) && !strstr(captured, "HDF5-DIAG") &&
              l.params == NULL && l.acts == NULL;
@@ -351,7 +286,7 @@ static void expect_bad(const char *what, Edit edit, int size, const char *needle
 static void test_bad_files(void) {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/good.h5", dir);
-    write_net(path, NARROW, NULL);
+    lpips_write_test_file(path, NARROW, det_params, NULL);
     Lpips l;
     check_true("the unedited narrow file loads", lpips_load(&l, path, 2, 32) == 0);
     lpips_free(&l);
@@ -369,7 +304,7 @@ static void test_bad_files(void) {
     snprintf(path, sizeof path, "%s/none.h5", dir);
     capture_begin();
     int rc = lpips_load(&l, path, 1, 32);
-    capture_end();
+    const char *captured = capture_end();
     check_true("a missing file -> -1 with a message naming it",
                rc == -1 && strstr(captured, path) != NULL);
 }
@@ -382,9 +317,6 @@ int main(void) {
     test_small_threads();
     test_full();
     test_bad_files();
-    char p[PATH_MAX];
-    snprintf(p, sizeof p, "%s/stderr.txt", dir);
-    unlink(p);
     rmdir(dir);
     return test_summary("test_lpips");
 }

@@ -6,7 +6,6 @@
 // committed metrics/fmnist-cnn.h5 on the real test images (features against
 // PyTorch's, predictions, and the FD of the test set's halves, of training
 // against test images, and of noise against test images).
-#include <fcntl.h>
 #include <hdf5.h>
 #include <limits.h>
 #include <math.h>
@@ -35,60 +34,8 @@ static void path_in_dir(char *out, const char *name) {
     snprintf(out, PATH_MAX, "%s/%s", dir, name);
 }
 
-// ---- stderr capture, to check the messages of failing calls
-static int saved_stderr = -1;
-static char capture_path[PATH_MAX], captured[8192];
-
-static void capture_begin(void) {
-    fflush(stderr);
-    path_in_dir(capture_path, "stderr.txt");
-    int fd = open(capture_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    CHECK(fd >= 0);
-    saved_stderr = dup(2);
-    dup2(fd, 2);
-    close(fd);
-}
-
-static void capture_end(void) {
-    fflush(stderr);
-    dup2(saved_stderr, 2);
-    close(saved_stderr);
-    FILE *f = fopen(capture_path, "rb");
-    CHECK(f != NULL);
-    size_t n = fread(captured, 1, sizeof captured - 1, f);
-    captured[n] = '\0';
-    fclose(f);
-}
-
-// rc must be -1 and the message contain each non-NULL needle, without an
-// HDF5 error stack.
-static void expect_error(const char *what, int rc, const char *n1, const char *n2) {
-    int ok = rc == -1 && strstr(captured, "error: ") && !strstr(captured, "HDF5-DIAG") &&
-             (!n1 || strstr(captured, n1)) && (!n2 || strstr(captured, n2));
-    char label[256];
-    snprintf(label, sizeof label, "%s -> -1 with message", what);
-    check_true(label, ok);
-    printf("     %s", captured[0] ? captured : "(no message)\n");
-}
-
 // ---- golden doubles and comparisons in double
-static double *gold_d(const char *name, size_t *n) {
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", GOLDEN_DIR, GOLD);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    CHECK(f >= 0);
-    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
-    CHECK(d >= 0);
-    hid_t sp = H5Dget_space(d);
-    hssize_t cnt = H5Sget_simple_extent_npoints(sp);
-    double *v = xmalloc((size_t)cnt * sizeof(double));
-    CHECK(H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v) >= 0);
-    H5Sclose(sp);
-    H5Dclose(d);
-    H5Fclose(f);
-    if (n) *n = (size_t)cnt;
-    return v;
-}
+static double *gold_d(const char *name, size_t *n) { return golden_read_double(GOLD, name, n); }
 
 static double gold_scalar(const char *name) {
     double *v = gold_d(name, NULL), x = v[0];
@@ -120,16 +67,6 @@ static void check_scalar(const char *what, double got, double ref, double tol) {
 }
 
 // ---- HDF5 edits, to make bad files from good ones
-static void copy_file(const char *dst, const char *src) {
-    FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
-    CHECK(in && out);
-    char buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, in)) > 0) CHECK(fwrite(buf, 1, n, out) == n);
-    fclose(in);
-    CHECK(fclose(out) == 0);
-}
-
 static hid_t open_rw(const char *path) {
     hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
     CHECK(f >= 0);
@@ -214,7 +151,7 @@ static void test_stats_numpy(void) {
     check_scalar("FID(a, b) vs numpy", fd, gold_scalar("feat/fid_ab"), 1e-6);
     capture_begin();
     int rc = frechet_distance(&fd, &ss, &sa);
-    capture_end();
+    const char *captured = capture_end();
     check_true("FID of n < D items: returns 0, finite", rc == 0 && isfinite(fd));
     check_true("FID of n < D items: warns that the covariance is singular",
                strstr(captured, "singular") != NULL);
@@ -233,7 +170,7 @@ static void test_stats_numpy(void) {
     capture_begin();
     rc = frechet_distance(&fd, &sa, &s15);
     capture_end();
-    expect_error("FID of D = 16 against D = 15", rc, "16", "15");
+    check_error("FID of D = 16 against D = 15", rc, "16", "15");
     featstats_free(&s15);
 
     // KID: equal-size whole sets, so any draw of 250 of 250 is the numpy value.
@@ -258,7 +195,7 @@ static void test_stats_numpy(void) {
     capture_begin();
     rc = kid_score(&k1, &s1, a, 1, b, (int64_t)nb, D, 20, 100, 7);
     capture_end();
-    expect_error("KID of 1 item", rc, "KID", NULL);
+    check_error("KID of 1 item", rc, "KID", NULL);
 
     size_t nl;
     float *logits = golden_read(GOLD, "is/logits", &nl);
@@ -279,7 +216,7 @@ static void test_stats_numpy(void) {
     capture_begin();
     rc = inception_score(&im, &is, z, 5, 10, 10);
     capture_end();
-    expect_error("IS of 5 items in 10 splits", rc, "IS", NULL);
+    check_error("IS of 5 items in 10 splits", rc, "IS", NULL);
     free(z);
     free(logits);
 
@@ -336,19 +273,19 @@ static void test_stats_files(void) {
     capture_begin();
     rc = featmeta_check(&m, "ref.h5", &o, "samples");
     capture_end();
-    expect_error("featmeta_check: another network", rc, "ref.h5", "inception-fid");
+    check_error("featmeta_check: another network", rc, "ref.h5", "inception-fid");
     o = m;
     o.net_hash[3] = 'f';
     capture_begin();
     rc = featmeta_check(&m, "ref.h5", &o, "samples");
     capture_end();
-    expect_error("featmeta_check: other weights", rc, "ref.h5", o.net_hash);
+    check_error("featmeta_check: other weights", rc, "ref.h5", o.net_hash);
     o = m;
     snprintf(o.preprocess, sizeof o.preprocess, "[-1,1]; nearest to 32x32");
     capture_begin();
     rc = featmeta_check(&m, "ref.h5", &o, "samples");
     capture_end();
-    expect_error("featmeta_check: other preprocessing", rc, "ref.h5", "nearest");
+    check_error("featmeta_check: other preprocessing", rc, "ref.h5", "nearest");
 
     // Bad files, each from the good one.
     hsize_t dd[2] = {D, D + 1};
@@ -390,12 +327,12 @@ static void test_stats_files(void) {
         capture_begin();
         rc = featstats_read(bad, &r, &rf, &rm);
         capture_end();
-        expect_error(cases[c].what, rc, bad, cases[c].needle);
+        check_error(cases[c].what, rc, bad, cases[c].needle);
     }
     capture_begin();
     rc = featstats_read(SMALL_NET, &r, NULL, &rm);
     capture_end();
-    expect_error("a network file read as statistics", rc, "fmnist_small.h5", "kind");
+    check_error("a network file read as statistics", rc, "fmnist_small.h5", "kind");
     featstats_free(&s);
     free(a);
 }
@@ -510,7 +447,7 @@ static void test_small_net(void) {
         capture_begin();
         rc = featnet_load(&again, bad);
         capture_end();
-        expect_error(cases[c].what, rc, bad, cases[c].n1);
+        check_error(cases[c].what, rc, bad, cases[c].n1);
     }
     featnet_free(&net);
 }
@@ -672,8 +609,6 @@ int main(void) {
     test_small_net();
     test_inception_net();
     test_real_net();
-    char cmd[PATH_MAX + 16];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CHECK(system(cmd) == 0);
+    CHECK(remove_tree(dir) == 0);
     return test_summary("metrics");
 }

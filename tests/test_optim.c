@@ -15,12 +15,7 @@
 #define TOL 1e-5
 
 static float *load(const char *group, const char *name, size_t n) {
-    char key[128];
-    snprintf(key, sizeof key, "%s/%s", group, name);
-    size_t got;
-    float *x = golden_read(GOLDEN, key, &got);
-    CHECK(got == n);
-    return x;
+    return golden_read_n(GOLDEN, golden_name(group, name), n);
 }
 
 static void check_state(const char *group, int k, const char *what,

@@ -368,10 +368,8 @@ int main(int argc, char **argv) {
     test_errors();
     if (getenv("TEST_PLOT_KEEP")) {
         printf("pictures kept in %s\n", dir);
-    } else {
-        char cmd[128];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    } else if (remove_tree(dir) != 0) {
+        fprintf(stderr, "could not remove %s\n", dir);
     }
     return test_summary("test_plot");
 }

@@ -629,8 +629,7 @@ static void test_edit_composite(void) {
                   (m[(2 * y + 1) * MH / (2 * S) * MW + (2 * x + 1) * MW / (2 * S)] >= 128);
     check_true("edit mask: grey >= 128 to fill; 48x40 resized (nearest, pixel centres) to 16x16",
                ok && resized);
-    FILE *fp = fopen(path, "wb");
-    CHECK(fp && fputs("not a picture", fp) >= 0 && fclose(fp) == 0);
+    write_file(path, "not a picture", strlen("not a picture"));
     check_true("edit mask: a file that is not an image is refused",
                edit_mask_load(px, path, S, &resized) < 0);
     remove(path);

@@ -21,101 +21,8 @@
 #define UNETF "unet.h5"
 #define UNET_COND "unet_cond.h5"
 
-static char *gname(const char *group, const char *name) {
-    static char buf[256];
-    snprintf(buf, sizeof buf, "%s%s%s", group, *group ? "/" : "", name);
-    return buf;
-}
-
 static float *read_f(const char *file, const char *group, const char *name, size_t want) {
-    size_t n;
-    float *x = golden_read(file, gname(group, name), &n);
-    if (want) CHECK(n == want);
-    return x;
-}
-
-// The golden's parameter names (state_dict order) and sizes.
-typedef struct {
-    int n;
-    char (*names)[PARAM_NAME_MAX];
-    int *sizes;
-    size_t total;
-} GoldenTable;
-
-static GoldenTable golden_table(const char *file, const char *group) {
-    GoldenTable g;
-    size_t nb, ns;
-    int *bytes = golden_read_int(file, gname(group, "param_names"), &nb);
-    g.sizes = golden_read_int(file, gname(group, "param_sizes"), &ns);
-    g.n = (int)ns;
-    g.names = xcalloc(ns, sizeof *g.names);
-    int k = 0, j = 0;
-    for (size_t i = 0; i <= nb; i++) {
-        if (i == nb || bytes[i] == '\n') {
-            g.names[k][j] = 0;
-            k++, j = 0;
-        } else {
-            CHECK(j < PARAM_NAME_MAX - 1);
-            g.names[k][j++] = (char)bytes[i];
-        }
-    }
-    CHECK(k == g.n);
-    g.total = 0;
-    for (int i = 0; i < g.n; i++) g.total += (size_t)g.sizes[i];
-    free(bytes);
-    return g;
-}
-
-static void golden_table_free(GoldenTable *g) {
-    free(g->names);
-    free(g->sizes);
-}
-
-// Checks the C table has exactly the golden's tensors, in the same order and
-// sizes, and copies golden flat values (state_dict order) into a C buffer.
-static int table_matches(const ParamTable *t, const GoldenTable *g, const char *what) {
-    int ok = t->n == g->n && t->total == g->total;
-    for (int i = 0; ok && i < g->n; i++)
-        ok = strcmp(t->info[i].name, g->names[i]) == 0 && t->info[i].size == (size_t)g->sizes[i];
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s: table = golden state_dict (%d tensors, %zu floats)", what,
-             t->n, t->total);
-    return check_true(msg, ok);
-}
-
-// Per-tensor max|C - ref| / max|ref| over the table; one line with the worst.
-// Some gradients are zero in exact arithmetic whatever the weights: the key
-// bias of attention (softmax ignores a constant shift), and in narrow models
-// (C <= 32, one channel a GroupNorm group) every per-channel bias or time
-// projection feeding a GroupNorm. Their float32 values are rounding residue,
-// so they are compared against the largest gradient of the model instead.
-static void check_grads(const char *what, const ParamTable *t, const float *got,
-                        const float *ref, double tol) {
-    double gmax = 0, worst = 0;
-    const char *wname = "";
-    int finite = 1, nzero = 0;
-    for (size_t j = 0; j < t->total; j++)
-        if (fabs(ref[j]) > gmax) gmax = fabs(ref[j]);
-    for (int i = 0; i < t->n; i++) {
-        const ParamInfo *p = &t->info[i];
-        double md = 0, mr = 0;
-        for (size_t j = 0; j < p->size; j++) {
-            double a = got[p->offset + j], r = ref[p->offset + j];
-            if (!isfinite(a)) finite = 0;
-            if (fabs(a - r) > md) md = fabs(a - r);
-            if (fabs(r) > mr) mr = fabs(r);
-        }
-        int zero_ref = mr <= 1e-9 * gmax;
-        nzero += zero_ref;
-        double rel = zero_ref ? md / gmax : md / mr;
-        if (rel >= worst) worst = rel, wname = p->name;
-    }
-    char msg[400];
-    snprintf(msg, sizeof msg,
-             "%s: %d param grads, worst rel err %.3g (%s), tol %.0e; %d exactly-zero "
-             "reference grads checked against max|grad| %.3g",
-             what, t->n, worst, wname, tol, nzero, gmax);
-    check_true(msg, finite && gmax > 0 && worst <= tol);
+    return golden_read_n(file, golden_name(group, name), want);
 }
 
 static void test_resblock(void) {
@@ -127,8 +34,7 @@ static void test_resblock(void) {
     params_init(&t);
     ResBlock r;
     resblock_params(&r, &t, "res", cin, cout, H, W, temb);
-    GoldenTable g = golden_table(BLOCKS, "res");
-    table_matches(&t, &g, "ResBlock");
+    check_golden_table("ResBlock", &t, BLOCKS, "res");
     float *params = read_f(BLOCKS, "res", "params", t.total);
     float *gref = read_f(BLOCKS, "res", "grads", t.total);
     float *grads = xcalloc(t.total, sizeof(float));
@@ -151,27 +57,25 @@ static void test_resblock(void) {
     resblock_backward(&r, dx, dt, grads, dout, x, ta, params, B, work);
     check_close("ResBlock d x", dx, dxref, nin, 1e-5);
     check_close("ResBlock d SiLU(temb)", dt, dtref, (size_t)B * temb, 1e-5);
-    check_grads("ResBlock", &t, grads, gref, 1e-5);
+    check_param_grads("ResBlock", &t, grads, gref, 1e-5);
 
     free(x), free(ta), free(ref), free(dout), free(dxref), free(dtref), free(out), free(dx);
     free(dt), free(params), free(gref), free(grads), free(acts), free(work);
-    golden_table_free(&g);
     params_free(&t);
 }
 
 static void test_attn(const char *group) {
     size_t n;
-    int *d = golden_read_int(BLOCKS, gname(group, "dims"), &n);
+    int *d = golden_read_int(BLOCKS, golden_name(group, "dims"), &n);
     int B = d[0], C = d[1], H = d[2], W = d[3], heads = d[4];
     free(d);
     ParamTable t;
     params_init(&t);
     AttnBlock a;
     attnblock_params(&a, &t, "attn", C, H, W, heads);
-    GoldenTable g = golden_table(BLOCKS, group);
     char what[64];
     snprintf(what, sizeof what, "Attn(%d, %d head%s)", C, heads, heads > 1 ? "s" : "");
-    table_matches(&t, &g, what);
+    check_golden_table(what, &t, BLOCKS, group);
     float *params = read_f(BLOCKS, group, "params", t.total);
     float *gref = read_f(BLOCKS, group, "grads", t.total);
     float *grads = xcalloc(t.total, sizeof(float));
@@ -192,10 +96,9 @@ static void test_attn(const char *group) {
     attnblock_backward(&a, dx, grads, dout, x, params, B, work);
     snprintf(msg, sizeof msg, "%s d x", what);
     check_close(msg, dx, dxref, nx, 1e-5);
-    check_grads(what, &t, grads, gref, 1e-5);
+    check_param_grads(what, &t, grads, gref, 1e-5);
     free(x), free(ref), free(dout), free(dxref), free(out), free(dx);
     free(params), free(gref), free(grads), free(acts), free(work);
-    golden_table_free(&g);
     params_free(&t);
 }
 
@@ -208,8 +111,7 @@ static void test_time_embed(void) {
     params_init(&t);
     TimeEmbed te;
     time_embed_params(&te, &t, "time_embed", D, E);
-    GoldenTable g = golden_table(BLOCKS, "time");
-    table_matches(&t, &g, "TimeEmbed");
+    check_golden_table("TimeEmbed", &t, BLOCKS, "time");
     float *params = read_f(BLOCKS, "time", "params", t.total);
     float *gref = read_f(BLOCKS, "time", "grads", t.total);
     float *grads = xcalloc(t.total, sizeof(float));
@@ -224,10 +126,9 @@ static void test_time_embed(void) {
     time_embed_forward(&te, out, steps, NULL, params, B);
     check_close("TimeEmbed forward (t = 0, 7, 500, 999)", out, ref, no, 1e-5);
     time_embed_backward(&te, grads, dout, NULL, params, B);
-    check_grads("TimeEmbed", &t, grads, gref, 1e-5);
+    check_param_grads("TimeEmbed", &t, grads, gref, 1e-5);
     free(steps), free(ref), free(dout), free(out);
     free(params), free(gref), free(grads), free(acts);
-    golden_table_free(&g);
     params_free(&t);
 }
 
@@ -243,8 +144,7 @@ static void test_time_label(void) {
     TimeEmbed te;
     time_embed_params(&te, &t, "time_embed", D, E);
     time_embed_add_classes(&te, &t, "label_emb.weight", K);
-    GoldenTable g = golden_table(BLOCKS, "time_label");
-    table_matches(&t, &g, "TimeEmbed + class table");
+    check_golden_table("TimeEmbed + class table", &t, BLOCKS, "time_label");
     float *params = read_f(BLOCKS, "time_label", "params", t.total);
     float *gref = read_f(BLOCKS, "time_label", "grads", t.total);
     float *grads = xcalloc(t.total, sizeof(float));
@@ -262,7 +162,7 @@ static void test_time_label(void) {
     check_close("TimeEmbed + class rows forward (labels 1, null, 0, 1, null, 0)", out, ref, no,
                 1e-5);
     time_embed_backward(&te, grads, dout, y, params, B);
-    check_grads("TimeEmbed + class table", &t, grads, gref, 1e-5);
+    check_param_grads("TimeEmbed + class table", &t, grads, gref, 1e-5);
     // Row 2 is no item's label: its gradient is exactly zero, not residue.
     const float *row2 = grads + te.classes + 2 * (size_t)E;
     int zero_row = 1;
@@ -270,7 +170,6 @@ static void test_time_label(void) {
     check_true("the unused class row gets no gradient", zero_row);
     free(steps), free(y), free(ref), free(dout), free(out);
     free(params), free(gref), free(grads), free(acts);
-    golden_table_free(&g);
     params_free(&t);
 }
 
@@ -299,8 +198,7 @@ static void test_unet(void) {
     int B = (int)n;
     UNet u;
     unet_init(&u, &c, B + 1); // B < max_batch exercises the carving strides
-    GoldenTable g = golden_table(UNETF, "");
-    table_matches(&u.table, &g, "UNet");
+    check_golden_table("UNet", &u.table, UNETF, "");
     float *params = read_f(UNETF, "", "params", u.table.total);
     memcpy(u.params, params, u.table.total * sizeof(float));
     float *gref = read_f(UNETF, "", "grads", u.table.total);
@@ -323,7 +221,7 @@ static void test_unet(void) {
     check_close("diffusion loss (eps MSE)", &l, loss, 1, 1e-4);
     memset(u.grads, 0, u.table.total * sizeof(float));
     diffusion_loss_backward(&dl, &u);
-    check_grads("UNet eps-MSE", &u.table, u.grads, gref, 1e-4);
+    check_param_grads("UNet eps-MSE", &u.table, u.grads, gref, 1e-4);
 
     // A training step (loss and every gradient) is the same at 1 and 2 threads.
     float *g1 = xmalloc(u.table.total * sizeof(float));
@@ -349,7 +247,6 @@ static void test_unet(void) {
     free(g1), free(v), free(x0), free(noise), free(xt), free(pred), free(vt), free(loss);
     free(t), free(params), free(gref);
     schedule_free(&s);
-    golden_table_free(&g);
     diffusion_loss_free(&dl);
     unet_free(&u);
 }
@@ -369,8 +266,7 @@ static void test_unet_cond(void) {
     CHECK((int)n == B);
     UNet u;
     unet_init(&u, &c, B);
-    GoldenTable g = golden_table(UNET_COND, "");
-    table_matches(&u.table, &g, "conditional UNet");
+    check_golden_table("conditional UNet", &u.table, UNET_COND, "");
     float *params = read_f(UNET_COND, "", "params", u.table.total);
     memcpy(u.params, params, u.table.total * sizeof(float));
     float *gref = read_f(UNET_COND, "", "grads", u.table.total);
@@ -386,7 +282,7 @@ static void test_unet_cond(void) {
     check_close("conditional diffusion loss", &l, loss, 1, 1e-4);
     memset(u.grads, 0, u.table.total * sizeof(float));
     diffusion_loss_backward(&dl, &u);
-    check_grads("conditional UNet eps-MSE", &u.table, u.grads, gref, 1e-4);
+    check_param_grads("conditional UNet eps-MSE", &u.table, u.grads, gref, 1e-4);
 
     float *g1 = xmalloc(u.table.total * sizeof(float));
     float l1, l2;
@@ -404,7 +300,6 @@ static void test_unet_cond(void) {
     free(g1);
     free(t), free(y), free(params), free(gref), free(x0), free(noise), free(pred), free(loss);
     schedule_free(&s);
-    golden_table_free(&g);
     diffusion_loss_free(&dl);
     unet_free(&u);
 }

@@ -12,15 +12,11 @@
 #define GOLDEN "vae.h5"
 
 static float *read_case(const char *group, const char *name, size_t *n) {
-    char key[512];
-    CHECK(snprintf(key, sizeof key, "%s/%s", group, name) < (int)sizeof key);
-    return golden_read(GOLDEN, key, n);
+    return golden_read(GOLDEN, golden_name(group, name), n);
 }
 
 static float read_scalar(const char *group, const char *name) {
-    size_t n;
-    float *p = read_case(group, name, &n);
-    CHECK(n == 1);
+    float *p = golden_read_n(GOLDEN, golden_name(group, name), 1);
     float v = p[0];
     free(p);
     return v;
