@@ -1,6 +1,6 @@
 #!/bin/sh
-# Data-parallel ldm-train under MPI (tools/dist.h), through the real tools
-# and mpirun, on a small random cache (gen-cache):
+# Data-parallel ldm-train and vae-train under MPI (tools/dist.h), through
+# the real tools and mpirun. ldm-train on a small random cache (gen-cache):
 #   - K = 2 and 4 ranks train bit-identically to one process with the same
 #     --grad-chunks: every dataset and attribute of the checkpoints, the loss
 #     and grad norm logged at every step; over an epoch's short last batch
@@ -14,6 +14,14 @@
 #     ranks with other flags, a cache missing on one rank, a rank resuming
 #     other weights, a cache truncated under one rank mid-run, ranks whose
 #     weights drift apart (LDM_FAULT_DIVERGE_STEP).
+# vae-train on 40 generated images (gen-images.sh), both families (f4c4; kl
+# tiny with LPIPS and the discriminator starting mid-run):
+#   - 2 ranks train bit-identically to one process at --grad-chunks 2 (an
+#     epoch's short last batch: uneven chunks), the kl family also 4 ranks at
+#     --grad-chunks 4 (an empty chunk, ranks with no items): checkpoints
+#     (/disc and its running statistics included) and logged figures;
+#   - --resume across K both ways (the kl runs with the discriminator on);
+#   - a rank reading other images: a message naming the rank.
 # Every rank runs one thread, as the single process does: a rank's own sums
 # are bit-identical only at the same thread count.
 # Needs mpirun (openmpi-bin) and h5diff (hdf5-tools).
@@ -35,30 +43,7 @@ L=$B/tools/ldm-train
 # As root like CI; more ranks than cores on a 2-core machine.
 MPI="mpirun --allow-run-as-root --oversubscribe"
 
-run() { n=$1; shift; "$@" >"$T/$n.err" 2>&1; rc=$?; }
-ok() {
-    if [ "$rc" -eq 0 ]; then return 0; fi
-    echo "    (exit $rc)"; tail -3 "$T/$1.err" | sed 's/^/    /'; return 1
-}
-same_ckpt() {
-    h5diff -q "$1" "$2" >/dev/null 2>&1 && return 0
-    h5diff "$1" "$2" 2>&1 | grep -v '^0 differences' | grep -B1 'differences\|Not comparable' | head -6 | sed 's/^/    /'
-    return 1
-}
-train_lines() { grep '"loss"' "$1" | sed 's/, "img_per_s".*//'; }
-same_losses() {
-    train_lines "$1" >"$T/l1"; train_lines "$2" >"$T/l2"
-    [ -s "$T/l1" ] && cmp -s "$T/l1" "$T/l2" && return 0
-    diff "$T/l1" "$T/l2" | head -4 | sed 's/^/    /'; return 1
-}
-ckpt_step() { h5dump -a /step "$1" 2>/dev/null | sed -n 's/.*(0): \([0-9-]*\).*/\1/p'; }
 ckpt_attr() { h5dump -a "/$2" "$1" 2>/dev/null | sed -n 's/.*(0): \([0-9-]*\).*/\1/p'; }
-wait_lines() {
-    i=0
-    while [ "$(cat "$1" 2>/dev/null | grep -c '"loss"')" -lt "$2" ] && [ $i -lt 600 ]; do
-        sleep 0.1; i=$((i + 1))
-    done
-}
 # watchdog PID: kills PID after 120 s (ranks that fail to agree would wait
 # for each other for ever).
 watchdog() { (sleep 120; kill "$1" 2>/dev/null) >/dev/null 2>&1 & }
@@ -167,5 +152,63 @@ expect_fail "the weights of rank 1 drift at step 7" "the weights of rank 1 of 2 
     $MPI -np 2 "$L" $G --out "$T/b5.h5" --grad-chunks 2 --steps 20 --ckpt-every 5
 unset LDM_FAULT_DIVERGE_STEP
 check "... the last checkpoint is the one of step 5" test "$(ckpt_step "$T/b5.h5")" = 5
+
+# ---------------------------------------------------------------- vae-train
+# 36 training images in batches of 10: 4 steps an epoch, the last of 6 items
+# (chunks of 5: 5 and 1; chunks of 3: 3, 3, 0 and 0).
+V=$B/tools/vae-train
+HERE=$(cd "$(dirname "$0")" && pwd)
+sh "$HERE/../tools/gen-images.sh" "$T/img" 40 32 >/dev/null 2>&1 ||
+    { echo "mpi_test: gen-images failed"; exit 1; }
+VF="--data $T/img --channels 3 --image-size 32 --base-channels 8 --batch 10 --hflip --threads 1 \
+    --eval-every 10"
+VK="--arch kl --data $T/img --image-size 32 --base-channels 8 --groups 4 --ch-mult 1,2 \
+    --disc-width 4 --disc-start 3 --perceptual $HERE/golden/lpips_net.h5 --batch 10 --hflip \
+    --threads 1 --eval-every 10"
+VR="--data $T/img --threads 1 --steps 12 --resume" # the rest from the checkpoint
+for arch in f4c4 kl; do
+    if [ $arch = f4c4 ]; then VA=$VF; else VA=$VK; fi
+    run v1 "$V" $VA --grad-chunks 2 --out "$T/v1$arch.h5" --steps 12
+    check "vae-train --arch $arch: one process, --grad-chunks 2, 12 steps" ok v1
+    run v2 $MPI -np 2 "$V" $VA --grad-chunks 2 --out "$T/v2$arch.h5" --steps 12
+    check "... 2 ranks" ok v2
+    check "... 2 ranks == one process: checkpoints bit-identical" \
+        same_ckpt "$T/v1$arch.h5" "$T/v2$arch.h5"
+    check "... 2 ranks == one process: the same figures at every step" \
+        same_losses "$T/v1$arch.h5.log.jsonl" "$T/v2$arch.h5.log.jsonl"
+    run va $MPI -np 2 "$V" $VA --grad-chunks 2 --out "$T/v21$arch.h5" --steps 4
+    check "... 4 steps on 2 ranks" ok va
+    run vb "$V" $VR --out "$T/v21$arch.h5"
+    check "... then --resume on one process to 12" ok vb
+    check "... bit-identical to the uninterrupted run" same_ckpt "$T/v1$arch.h5" "$T/v21$arch.h5"
+    check "... the same figures at every step" \
+        same_losses "$T/v1$arch.h5.log.jsonl" "$T/v21$arch.h5.log.jsonl"
+    run va "$V" $VA --grad-chunks 2 --out "$T/v12$arch.h5" --steps 5
+    check "... 5 steps on one process" ok va
+    run vb $MPI -np 2 "$V" $VR --out "$T/v12$arch.h5"
+    check "... then --resume on 2 ranks to 12" ok vb
+    check "... bit-identical to the uninterrupted run" same_ckpt "$T/v1$arch.h5" "$T/v12$arch.h5"
+    check "... the same figures at every step" \
+        same_losses "$T/v1$arch.h5.log.jsonl" "$T/v12$arch.h5.log.jsonl"
+done
+check "the kl checkpoints hold the discriminator's running statistics" \
+    sh -c "h5ls -r '$T/v2kl.h5' | grep -q '^/disc/running/main.3.running_var'"
+run v1 "$V" $VK --grad-chunks 4 --out "$T/v1g4.h5" --steps 8
+run v4 $MPI -np 4 "$V" $VK --grad-chunks 4 --out "$T/v4g4.h5" --steps 8
+check "vae-train --arch kl, --grad-chunks 4: 4 ranks (some with no items) run" ok v4
+check "... 4 ranks == one process: checkpoints bit-identical" same_ckpt "$T/v1g4.h5" "$T/v4g4.h5"
+check "... 4 ranks == one process: the same figures at every step" \
+    same_losses "$T/v1g4.h5.log.jsonl" "$T/v4g4.h5.log.jsonl"
+
+# Rank 1's copy of the images differs in one image: other data.
+mkdir "$T/e0" "$T/e1"
+cp -r "$T/img" "$T/e0/img"; cp -r "$T/img" "$T/e1/img"
+first=$(find "$T/e1/img" -name '*.png' | sort | head -1)
+find "$T/e1/img" -name '*.png' | sort | sed -n 2p | xargs -I{} cp {} "$first"
+E="--data img --channels 3 --image-size 32 --base-channels 8 --batch 10 --threads 1 --steps 2 \
+   --grad-chunks 2 --out v.h5"
+expect_fail "vae-train: rank 1 reads other images" "rank 1 of 2 reads other data" \
+    $MPI -np 1 -wdir "$T/e0" "$V" $E : -np 1 -wdir "$T/e1" "$V" $E
+check "... no checkpoint written" test ! -e "$T/e0/v.h5"
 
 finish mpi_test

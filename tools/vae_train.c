@@ -6,10 +6,27 @@
 // negative ELBO; --arch kl trains latent-diffusion's autoencoder on the
 // kl-gan loss (klgan.h) with its patch discriminator and, with --perceptual,
 // LPIPS: two optimizers, the discriminator stored under /disc.
+//
+// Under mpirun -np K (a build with MPI, dist.h) each rank takes its chunks of
+// every batch (--grad-chunks G, K dividing G); the draws of a step (flips,
+// eps) are made for the whole batch by every rank and each uses its items'
+// slice, so the run is that of one process with --grad-chunks G, bit for bit
+// at one thread per rank. With G > 1 the kl-gan loss is that of each chunk,
+// weighted by its items, not of the whole batch, in two places: the adaptive
+// weight w comes from the gradients at the decoder's last layer of the
+// chunk's own terms, and the discriminator's BatchNorm normalises with the
+// chunk's statistics (as DistributedDataParallel without SyncBatchNorm, but
+// the same at every K). The BatchNorm running statistics, which are only
+// stored (the discriminator always runs in training mode), fold the passes of
+// the batch's first chunk alone, the one holding its first item: rank 0's,
+// which writes the checkpoints; the other ranks keep the ones they started
+// from. At G = 1 all three are the whole batch's, as in a run on one process
+// without chunks.
 #include <math.h>
 #include <string.h>
 
 #include "common.h"
+#include "dist.h"
 #include "imageset.h"
 #include "klgan.h"
 #include "optim.h"
@@ -32,9 +49,10 @@ typedef struct {
     Vae v;
     ImageSet set;
     float *m, *vv;        // (P) Adam moments
-    float *x, *eps;       // (B, C, S, S), (B, Z, h, w)
+    float *x;             // (share, C, S, S): this rank's items of a step
+    float *eps;           // (B, Z, h, w): the draws of the whole batch
     uint8_t *flip;        // (B)
-    size_t lat;           // Z * h * w
+    size_t img, lat;      // C * S * S, Z * h * w
     char fingerprint[17]; // data_fingerprint of the set
     AdamConfig adam;
     // --arch kl: the discriminator (unless --no-disc), LPIPS (with
@@ -44,17 +62,25 @@ typedef struct {
     Lpips lp;
     KlGan g;
     float *dm, *dv;       // (Q) the discriminator's Adam moments
+    // The sums of a step's chunk gradients: the autoencoder's (figures: its
+    // loss and terms) and, with the discriminator, the discriminator's (its loss).
+    GradSum gs, dgs;
 } VaeRun;
 
-// The batch of step `step` and its reparameterisation noise, from the step's
-// stream (flips first, then eps), for both families.
+// The figures of a chunk in the autoencoder's GradSum, by family.
+enum { F4C4_LOSS, F4C4_REC, F4C4_KL, F4C4_FIGS };
+enum { KL_LOSS, KL_L1, KL_LPIPS, KL_KL, KL_G, KL_W, KL_FIGS };
+
+// The draws of step `step` from the step's stream, for the whole batch
+// (cur.total items: flips first, then eps, whatever the ranks), and this
+// rank's images, flipped; both families. -1 (message printed) on a failed read.
 static int draw_batch(VaeRun *r, long step, Batch cur, Batch next) {
     Rng rng = run_stream((uint64_t)r->tr.seed, STREAM_STEP, (uint64_t)step);
-    for (int i = 0; i < cur.n; i++) r->flip[i] = r->hflip ? rng_below(&rng, 2) : 0;
-    if (imageset_batch(r->x, &r->set, cur.idx, cur.n, r->flip)) return -1;
+    for (int i = 0; i < cur.total; i++) r->flip[i] = r->hflip ? rng_below(&rng, 2) : 0;
+    rng_normal_fill(&rng, r->eps, cur.total * r->lat);
+    if (cur.n && imageset_batch(r->x, &r->set, cur.idx, cur.n, r->flip + cur.first)) return -1;
     // Decoded in the background while this step computes.
     if (next.n) imageset_prefetch(&r->set, next.idx, next.n);
-    rng_normal_fill(&rng, r->eps, cur.n * r->lat);
     return 0;
 }
 
@@ -64,46 +90,91 @@ static double sq_norm(const float *g, size_t n) {
     return s;
 }
 
+// The images and eps of chunk c of cur: n items from this rank's item lo on
+// (returned), the batch's items first + lo on.
+static int chunk_data(const VaeRun *r, Batch cur, int c, const float **x, const float **eps) {
+    int lo, n = batch_chunk(cur, c, &lo);
+    *x = r->x + (size_t)lo * r->img;
+    *eps = r->eps + (size_t)(cur.first + lo) * r->lat;
+    return n;
+}
+
 static int vae_step(void *p, long step, Batch cur, Batch next, Metrics *m) {
     VaeRun *r = p;
     Vae *v = &r->v;
-    if (draw_batch(r, step, cur, next)) return -1;
-    float loss = vae_forward(v, r->x, r->eps, cur.n);
+    // A rank whose read fails still joins the step's sum, to stop every rank.
+    int failed = draw_batch(r, step, cur, next) != 0;
     size_t P = v->table.total;
-    memset(v->grads, 0, P * sizeof(float));
-    vae_backward(v);
+    for (int c = 0; c < cur.chunks && !failed; c++) {
+        const float *x, *eps;
+        int n = chunk_data(r, cur, c, &x, &eps);
+        double f[F4C4_FIGS] = {0};
+        memset(v->grads, 0, P * sizeof(float));
+        if (n) {
+            f[F4C4_LOSS] = vae_forward(v, x, eps, n);
+            vae_backward(v);
+            f[F4C4_REC] = v->rec, f[F4C4_KL] = v->kl;
+        }
+        // The batch's figures are means over its items: each chunk's part.
+        gradsum_add(&r->gs, v->grads, f, (double)n / cur.total);
+    }
+    double fig[F4C4_FIGS];
+    if (gradsum_reduce(&r->gs, "vae-train", failed, v->grads, fig)) return -1;
     double gsq = sq_norm(v->grads, P);
     adam_update(v->params, v->grads, r->m, r->vv, P, &r->adam, step + 1);
-    metrics_add(m, "loss", loss);
-    metrics_add(m, "rec", v->rec);
-    metrics_add(m, "kl", v->kl);
+    metrics_add(m, "loss", fig[F4C4_LOSS]);
+    metrics_add(m, "rec", fig[F4C4_REC]);
+    metrics_add(m, "kl", fig[F4C4_KL]);
     metrics_add(m, "grad_norm", sqrt(gsq));
     return 0;
 }
 
-// One kl-gan step: the autoencoder's update, then (from --disc-start on) the
-// discriminator's, whose Adam step count starts at its first step.
+// One kl-gan step: for each chunk the autoencoder's gradient, then (from
+// --disc-start on) the discriminator's on the chunk's reconstructions; then
+// the autoencoder's update and the discriminator's, whose Adam step count
+// starts at its first step.
 static int kl_step(void *p, long step, Batch cur, Batch next, Metrics *m) {
     VaeRun *r = p;
-    if (draw_batch(r, step, cur, next)) return -1;
+    KlGan *g = &r->g;
+    int failed = draw_batch(r, step, cur, next) != 0;
     int disc = !r->no_disc && step >= r->disc_start;
-    size_t P = r->v.table.total;
-    memset(r->v.grads, 0, P * sizeof(float));
-    double loss = klgan_ae_backward(&r->g, r->x, r->eps, cur.n, disc);
+    size_t P = r->v.table.total, Q = disc ? r->d.table.total : 0;
+    for (int c = 0; c < cur.chunks && !failed; c++) {
+        const float *x, *eps;
+        int n = chunk_data(r, cur, c, &x, &eps);
+        double f[KL_FIGS] = {0}, df = 0.0;
+        memset(r->v.grads, 0, P * sizeof(float));
+        if (n) {
+            // Only the chunk holding the batch's first item moves the
+            // running statistics (see the top of this file).
+            g->keep_running = c > 0 || cur.first > 0;
+            f[KL_LOSS] = klgan_ae_backward(g, x, eps, n, disc);
+            if (disc) df = klgan_d_backward(g, x);
+            f[KL_L1] = g->l1, f[KL_LPIPS] = g->lpips, f[KL_KL] = g->kl;
+            f[KL_G] = g->g, f[KL_W] = g->w;
+        } else if (disc) {
+            memset(r->d.grads, 0, Q * sizeof(float));
+        }
+        // The batch's figures are means over its items: each chunk's part.
+        double share = (double)n / cur.total;
+        gradsum_add(&r->gs, r->v.grads, f, share);
+        if (disc) gradsum_add(&r->dgs, r->d.grads, &df, share);
+    }
+    double fig[KL_FIGS], d_loss = 0.0;
+    if (gradsum_reduce(&r->gs, "vae-train", failed, r->v.grads, fig) ||
+        (disc && gradsum_reduce(&r->dgs, "vae-train", 0, r->d.grads, &d_loss)))
+        return -1;
     double gsq = sq_norm(r->v.grads, P);
     adam_update(r->v.params, r->v.grads, r->m, r->vv, P, &r->adam, step + 1);
-    if (disc) {
-        klgan_d_backward(&r->g, r->x);
-        adam_update(r->d.params, r->d.grads, r->dm, r->dv, r->d.table.total, &r->adam,
-                    step - r->disc_start + 1);
-    }
-    metrics_add(m, "loss", loss);
-    metrics_add(m, "l1", r->g.l1);
-    if (r->has_lp) metrics_add(m, "lpips", r->g.lpips);
-    metrics_add(m, "kl", r->g.kl);
-    metrics_add(m, "g", r->g.g);
-    metrics_add(m, "w", r->g.w);
-    metrics_add(m, "d_loss", disc ? r->g.d_loss : 0.0);
+    if (disc)
+        adam_update(r->d.params, r->d.grads, r->dm, r->dv, Q, &r->adam, step - r->disc_start + 1);
+    metrics_add(m, "loss", fig[KL_LOSS]);
+    metrics_add(m, "l1", fig[KL_L1]);
+    if (r->has_lp) metrics_add(m, "lpips", fig[KL_LPIPS]);
+    metrics_add(m, "kl", fig[KL_KL]);
+    metrics_add(m, "g", fig[KL_G]);
+    metrics_add(m, "w", fig[KL_W]);
+    metrics_add(m, "d_loss", d_loss);
     metrics_add(m, "grad_norm", sqrt(gsq));
     return 0;
 }
@@ -134,6 +205,15 @@ static int data_fingerprint(VaeRun *r, char out[17]) {
     }
     snprintf(out, 17, "%016llx", (unsigned long long)h);
     return 0;
+}
+
+// The trained weights, for the ranks to agree on: the autoencoder's and the
+// discriminator's (not its running statistics, which only rank 0 keeps).
+static uint64_t vae_weights_hash(void *p) {
+    const VaeRun *r = p;
+    uint64_t h = fnv1a64(FNV_OFFSET, r->v.params, r->v.table.total * sizeof(float));
+    if (r->kl && !r->no_disc) h = fnv1a64(h, r->d.params, r->d.table.total * sizeof(float));
+    return h;
 }
 
 static int vae_save(void *p, const char *path, const Attrs *loop) {
@@ -188,7 +268,7 @@ static void kl_defaults(VaeRun *r) {
 // is built (and loaded). -1 with a message.
 static int kl_setup(VaeRun *r, Rng *init) {
     const Trainer *t = &r->tr;
-    int B = (int)t->B;
+    int B = t->chunk; // the items of one gradient chunk
     if (!r->no_disc) {
         PatchganConfig dc = {r->channels, r->image_size, r->disc_width};
         if (patchgan_out_size(&dc) < 1)
@@ -237,7 +317,7 @@ static int init_from(VaeRun *r) {
         if (trainer_given(&r->tr, arch_flags[i]))
             return errorf("vae-train: %s with --init: the architecture is the one of %s",
                           arch_flags[i], r->init);
-    if (vae_load(&r->v, r->init, (int)r->tr.B, NULL)) return -1;
+    if (vae_load(&r->v, r->init, r->tr.chunk, NULL)) return -1;
     const VaeConfig *c = &r->v.cfg;
     if ((c->arch == VAE_ARCH_KL) != r->kl)
         return errorf("vae-train: --init %s holds a %s autoencoder, but --arch is %s", r->init,
@@ -247,7 +327,8 @@ static int init_from(VaeRun *r) {
                       "%d (give --image-size/--channels to match, or convert it at this size)",
                       r->init, c->image_size, c->image_size, c->in_channels, r->image_size,
                       r->image_size, r->channels);
-    fprintf(stderr, "vae-train: starting from the weights of %s\n", r->init);
+    if (dist_rank() == 0)
+        fprintf(stderr, "vae-train: starting from the weights of %s\n", r->init);
     return 0;
 }
 
@@ -260,6 +341,7 @@ int main(int argc, char **argv) {
                        .disc_weight = 0.5, .perceptual_weight = 1.0};
     Trainer *t = &r.tr;
     trainer_init(t);
+    t->data_parallel = 1;
     r.max_memory = imageset_default_max_memory();
     Opt own[] = {
         {"--data", OPT_STR, &r.data, "image source: fashion-mnist, fashion-mnist-test, an IDX file or a folder", .attr = "source"},
@@ -320,11 +402,14 @@ int main(int argc, char **argv) {
     cfg.base_channels = r.base_channels, cfg.latent_channels = r.latent_channels;
     cfg.kl_weight = (float)r.kl_weight;
     if (r.kl && !r.init) vae_config_kl(&cfg, &kc);
-    int B = (int)t->B;
+    // The models hold one gradient chunk (the whole batch by default), x
+    // this rank's chunks.
+    int B = (int)t->B, chunk = t->chunk, share = t->chunks * chunk < B ? t->chunks * chunk : B;
     // Resuming loads through vae_load, which checks the sizes the file
     // declares before allocating them.
     if (r.init ? init_from(&r)
-               : t->resuming ? vae_load(&r.v, t->out, B, NULL) : (vae_init(&r.v, &cfg, B), 0))
+               : t->resuming ? vae_load(&r.v, t->out, chunk, NULL)
+                             : (vae_init(&r.v, &cfg, chunk), 0))
         return 1;
     cfg = r.v.cfg;
     if ((cfg.arch == VAE_ARCH_KL) != r.kl)
@@ -337,7 +422,8 @@ int main(int argc, char **argv) {
         if (ckpt_read_group(t->out, &r.v.table, "optim/m", r.m) ||
             ckpt_read_group(t->out, &r.v.table, "optim/v", r.vv))
             return 1;
-        fprintf(stderr, "vae-train: resuming %s at step %ld\n", t->out, t->step);
+        if (dist_rank() == 0)
+            fprintf(stderr, "vae-train: resuming %s at step %ld\n", t->out, t->step);
     }
     // The discriminator's init follows the autoencoder's on one stream.
     Rng init;
@@ -345,9 +431,9 @@ int main(int argc, char **argv) {
     if (!t->resuming && !r.init) params_init_values(&r.v.table, r.v.params, &init);
     if (r.kl && kl_setup(&r, &init)) return 1;
     int h = vae_latent_size(&cfg);
-    size_t img = (size_t)cfg.in_channels * cfg.image_size * cfg.image_size;
+    r.img = (size_t)cfg.in_channels * cfg.image_size * cfg.image_size;
     r.lat = (size_t)cfg.latent_channels * h * h;
-    r.x = xmalloc(B * img * sizeof(float));
+    r.x = xmalloc(share * r.img * sizeof(float));
     r.eps = xmalloc(B * r.lat * sizeof(float));
     r.flip = xcalloc(B, 1);
     char stored[ATTR_STR_MAX];
@@ -358,24 +444,36 @@ int main(int argc, char **argv) {
          strcmp(stored, r.fingerprint)))
         return errorf("--data %s is not the data the checkpoint %s was trained on (its "
                       "images changed)", r.data, t->out), 1;
+    t->data_hash = fnv1a64(FNV_OFFSET, r.fingerprint, strlen(r.fingerprint));
+    gradsum_init(&r.gs, P, t->chunks, r.kl ? KL_FIGS : F4C4_FIGS);
+    if (r.kl && !r.no_disc) gradsum_init(&r.dgs, r.d.table.total, t->chunks, 1);
     // kl-gan: both Adams with betas (0.5, 0.9), as latent-diffusion's autoencoder.
     r.adam = r.kl ? (AdamConfig){t->lr, 0.5, 0.9, 1e-8, 0.0, 0}
                   : (AdamConfig){t->lr, 0.9, 0.999, 1e-8, 0.0, 0};
-    fprintf(stderr, "vae-train: %lld images from %s (%lld held out, %s), %s %zu parameters, "
-            "batch %d, %ld steps/epoch, %d threads\n", (long long)t->ntrain, r.data,
-            (long long)t->nheld, r.set.stream ? "decoded as read" : "in memory",
-            r.kl ? "vae-kl" : "vae-f4c4", P, B, t->steps_per_epoch, t->threads);
-    if (r.kl && r.no_disc)
-        fprintf(stderr, "vae-train: kl-gan loss: L1%s + KL x %g, no discriminator\n",
-                r.has_lp ? " + LPIPS" : "", r.kl_weight);
-    else if (r.kl)
-        fprintf(stderr, "vae-train: kl-gan loss: L1%s + KL x %g + patch discriminator (%zu "
-                "parameters) from step %ld\n", r.has_lp ? " + LPIPS" : "", r.kl_weight,
-                r.d.table.total, r.disc_start);
+    if (dist_rank() == 0) {
+        fprintf(stderr, "vae-train: %lld images from %s (%lld held out, %s), %s %zu parameters, "
+                "batch %d, %ld steps/epoch, %d threads\n", (long long)t->ntrain, r.data,
+                (long long)t->nheld, r.set.stream ? "decoded as read" : "in memory",
+                r.kl ? "vae-kl" : "vae-f4c4", P, B, t->steps_per_epoch, t->threads);
+        if (r.kl && r.no_disc)
+            fprintf(stderr, "vae-train: kl-gan loss: L1%s + KL x %g, no discriminator\n",
+                    r.has_lp ? " + LPIPS" : "", r.kl_weight);
+        else if (r.kl)
+            fprintf(stderr, "vae-train: kl-gan loss: L1%s + KL x %g + patch discriminator (%zu "
+                    "parameters) from step %ld\n", r.has_lp ? " + LPIPS" : "", r.kl_weight,
+                    r.d.table.total, r.disc_start);
+        if (t->grad_chunks > 1 || dist_size() > 1)
+            fprintf(stderr, "vae-train: %d gradient chunks of %d items, %d on each of %d rank%s; "
+                    "%.1f MB sent per step by each rank\n", t->grad_chunks, chunk, t->chunks,
+                    dist_size(), dist_size() > 1 ? "s" : "",
+                    dist_bytes_per_sum(P + (r.kl && !r.no_disc ? r.d.table.total : 0)) / 1e6);
+    }
 
     TrainerHooks hooks = {"vae-train", "vae", &r, r.kl ? kl_step : vae_step, vae_evaluate,
-                          vae_save, NULL, 0};
+                          vae_save, NULL, 0, .weights_hash = vae_weights_hash};
     int status = trainer_run(t, &hooks);
+    gradsum_free(&r.gs);
+    if (r.kl && !r.no_disc) gradsum_free(&r.dgs);
     free(r.x), free(r.eps), free(r.flip), free(r.m), free(r.vv);
     if (r.kl) {
         klgan_free(&r.g);

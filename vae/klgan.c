@@ -105,7 +105,7 @@ double klgan_ae_backward(KlGan *g, const float *x, const float *eps, int B, int 
         // parameter gradients from this pass are not wanted.
         size_t nl = (size_t)B * logit_floats(g);
         const float *fake = patchgan_forward(g->d, g->xhat, B);
-        patchgan_update_running(g->d);
+        if (!g->keep_running) patchgan_update_running(g->d);
         g->g = gan_g_loss_forward(fake, nl);
         g->logits_fake = mean_of(fake, nl);
         memset(g->dlogits, 0, nl * sizeof(float));
@@ -142,13 +142,13 @@ double klgan_d_backward(KlGan *g, const float *x) {
     // The hinge loss is a sum of a real and a fake part, so each pass's
     // backward runs right after its forward, on that pass's activations.
     const float *real = patchgan_forward(d, x, B);
-    patchgan_update_running(d);
+    if (!g->keep_running) patchgan_update_running(d);
     memcpy(g->real, real, nl * sizeof(float));
     memset(g->dlogits, 0, nl * sizeof(float));
     hinge_d_loss_backward(g->dlogits, NULL, g->real, NULL, nl, nl, 1.0f);
     patchgan_backward(d, NULL, g->dlogits);
     const float *fake = patchgan_forward(d, g->xhat, B);
-    patchgan_update_running(d);
+    if (!g->keep_running) patchgan_update_running(d);
     memset(g->dlogits, 0, nl * sizeof(float));
     hinge_d_loss_backward(NULL, g->dlogits, NULL, fake, nl, nl, 1.0f);
     patchgan_backward(d, NULL, g->dlogits);

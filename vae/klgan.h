@@ -14,7 +14,8 @@
 //   discriminator loss = hinge(D(x), D(x_hat)) on the same x_hat, detached.
 // Every discriminator pass runs BatchNorm in training mode and folds its batch
 // statistics into the running ones, as PyTorch does on each of its three
-// passes of a step (D(x_hat) for g, then D(x), then D(x_hat) again).
+// passes of a step (D(x_hat) for g, then D(x), then D(x_hat) again), unless
+// keep_running is set.
 #pragma once
 #include "kl.h"
 #include "lpips.h"
@@ -43,6 +44,10 @@ typedef struct {
     float *dw_nll, *dw_g;                       // (ae->last_w_size)
     const float *eps;                           // the last step's draw
     int B;                                      // batch of the last klgan_ae_backward
+    // 1: the discriminator's passes leave its running statistics alone (a
+    // data-parallel step folds those of its first chunk only); 0 after
+    // klgan_init.
+    int keep_running;
     // Figures of the last step (per-batch values as defined above).
     double loss, nll, l1, lpips, kl, g, w, d_loss, logits_real, logits_fake;
 } KlGan;
