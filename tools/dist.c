@@ -87,7 +87,7 @@ int dist_start(const char *prog, int failed, uint64_t flags, uint64_t data,
                               "command line and, resuming, the same checkpoint)"
                         : all[r].data != all[0].data
                             ? "reads other data than rank 0 (every rank must read the same "
-                              "latent cache)"
+                              "data: latent cache or images)"
                         : all[r].weights != all[0].weights
                             ? "starts from other weights than rank 0 (every rank must read "
                               "the same checkpoint)"
