@@ -422,15 +422,16 @@ void kl_init(KlVae *k, const KlConfig *cfg, int max_batch) {
     half_copy(&k->ienc, &k->enc);
     half_copy(&k->idec, &k->dec);
 
-    train_layout(k, NULL); // counts: train_alloc carves on the first training forward
+    train_layout(k, NULL); // counts: kl_train_init carves them
     infer_layout(k, NULL);
     k->infer = xmalloc_aligned(k->infer_floats * sizeof(float));
     infer_layout(k, k->infer);
     k->work = xmalloc_aligned(k->work_floats * sizeof(float));
 }
 
-// The training activations and scratch, on the first training forward.
-static void train_alloc(KlVae *k) {
+// The training activations and scratch: kl_train_init, or else the first
+// training forward.
+void kl_train_init(KlVae *k) {
     if (k->acts) return;
     k->acts = xmalloc_aligned(k->acts_floats * sizeof(float));
     memset(k->acts, 0, k->acts_floats * sizeof(float));
@@ -626,7 +627,7 @@ void kl_decode(KlVae *k, float *xhat, const float *z, int B) {
 
 void kl_encode_forward(KlVae *k, float *mean, float *logvar, const float *x, int B) {
     CHECK(B >= 1 && B <= k->max_batch);
-    train_alloc(k);
+    kl_train_init(k);
     const KlConfig *c = &k->cfg;
     memcpy(k->enc.x_in, x, (size_t)B * c->in_channels * c->image_size * c->image_size * sizeof *x);
     encode_half(k, &k->enc, mean, logvar, B);
@@ -655,7 +656,7 @@ void kl_encode_backward(KlVae *k, float *dx, const float *dmean, const float *dl
 
 void kl_decode_forward(KlVae *k, float *xhat, const float *z, int B) {
     CHECK(B >= 1 && B <= k->max_batch);
-    train_alloc(k);
+    kl_train_init(k);
     KlHalf *d = &k->dec;
     const KlOp *first = &d->ops[0];
     memcpy(d->x_in, z, (size_t)B * first->C * first->H * first->W * sizeof *z);

@@ -108,8 +108,10 @@ void kl_free(KlVae *k);
 void kl_encode(KlVae *k, float *mean, float *logvar, const float *x, int B);
 void kl_decode(KlVae *k, float *xhat, const float *z, int B);
 
-// Training. The first of these allocates the training activations (once).
-// x (B, C, S, S) -> mean, logvar (B, Z, h, w), logvar clamped to [-30, 20].
+// Allocates the training activations (once; a no-op after). A trainer calls
+// it before its step loop; otherwise the first training forward does.
+void kl_train_init(KlVae *k);
+// Training: x (B, C, S, S) -> mean, logvar (B, Z, h, w), logvar clamped to [-30, 20].
 // Saves what kl_encode_backward needs. Any B in 1..max_batch.
 void kl_encode_forward(KlVae *k, float *mean, float *logvar, const float *x, int B);
 // z (B, Z, h, w) -> xhat (B, C, S, S), not clamped. Saves for kl_decode_backward.

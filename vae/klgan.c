@@ -37,6 +37,7 @@ void klgan_init(KlGan *g, const KlGanConfig *c, KlVae *ae, Patchgan *d, Lpips *l
                   ae->cfg.in_channels == 3));
     memset(g, 0, sizeof *g);
     g->cfg = *c, g->ae = ae, g->d = d, g->lp = lp, g->max_batch = max_batch;
+    kl_train_init(ae); // before the step loop, not inside its first step
     size_t B = (size_t)max_batch, lat = B * lat_floats(ae), img = B * img_floats(ae);
     size_t logits = B * logit_floats(g), lw = ae->last_w_size;
     size_t total = 5 * lat + 3 * img + 2 * B + 2 * logits + 2 * lw;
